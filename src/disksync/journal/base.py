@@ -1,0 +1,51 @@
+"""The one seam for storage: a log of commands read by position (seq).
+
+Rules every backend keeps (the contract suite in ``tests/journal_contract.py`` checks them):
+* ``append`` takes entries in ascending seq order. An entry whose seq is already journaled with
+  equal bytes is skipped (append is idempotent, so a retry after a crash is harmless); with
+  different bytes the whole call raises ``ConflictError`` and writes nothing. A seq that jumps
+  forward (an upstream gap) is accepted. Once ``append`` returns, the entries survive ``kill -9``.
+* ``read(start, limit)`` returns up to ``limit`` entries with ``seq >= start`` in ascending order.
+  If ``start`` is below the oldest retained seq it raises ``RetentionError`` (the caller chose a
+  position that no longer exists), unless the journal never held anything below ``first_seq``.
+* ``follow(start)`` yields every entry with ``seq >= start``: history first, then live entries as
+  they are appended (by this process or another one), with no gap and no duplicate.
+* ``bounds()`` is cheap. Retention (age and/or total bytes) only ever drops the oldest entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from disksync.entry import Bounds, Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Drop the oldest commands once older than ``max_age_s`` (by ingest time) or once the
+    journal holds more than ``max_bytes`` of payload. ``None`` means no limit."""
+
+    max_age_s: float | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    appended: int  # new entries written
+    duplicates: int  # entries skipped because the same seq with equal bytes was already there
+    last_seq: int | None  # the journal's last seq after this call
+
+
+@runtime_checkable
+class Journal(Protocol):
+    async def append(self, entries: Sequence[Entry]) -> AppendResult: ...
+
+    async def read(self, start: int, limit: int) -> list[Entry]: ...
+
+    def follow(self, start: int) -> AsyncIterator[Entry]: ...
+
+    async def bounds(self) -> Bounds: ...
+
+    async def close(self) -> None: ...

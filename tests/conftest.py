@@ -1,0 +1,43 @@
+"""Shared test harness.
+
+* Every timeout in the suite goes through ``scaled(seconds)``; set ``DISKSYNC_TEST_TIMEOUT_SCALE``
+  (default 1) to stretch them all on a slow machine. No test asserts on speed.
+* ``SHARED_FIXTURES`` is ``../shared/fixtures`` when present; tests that need it skip otherwise.
+* Real components only: files in ``tmp_path``, SQLite, sockets on 127.0.0.1, subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+TIMEOUT_SCALE = float(os.environ.get("DISKSYNC_TEST_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIMEOUT_SCALE
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def disksync_cmd(*args: str) -> list[str]:
+    """Argv that runs the CLI of this checkout in a subprocess."""
+    return [sys.executable, "-m", "disksync.cli", *args]
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip("../shared/fixtures not present")
+    return SHARED_FIXTURES
