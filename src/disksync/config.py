@@ -56,6 +56,9 @@ class ServeSettings:
     max_lag_seqs: int = 1000
     max_clients: int = 1000
     metrics: bool = True
+    # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
+    # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
+    rate_limits: str | None = None
 
     def journal_url(self) -> str:
         return self.journal or f"sqlite:{self.state_dir / 'journal.sqlite'}"

@@ -42,7 +42,9 @@ def block_meta(line: bytes) -> BlockMeta:
     """Height (if the line carries one) and block time in ms; never raises."""
     try:
         parsed = _decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        # msgspec raises the last two (not DecodeError) for invalid UTF-8 inside a string
+        # and for nesting deeper than its limit.
         return _INVALID
     ts_ms: int | None = None
     block = parsed.abci_block

@@ -1,0 +1,306 @@
+"""The SQLite key store: one file shared by the server (reads, watches) and the CLI (writes).
+
+Rules kept here:
+* Only HMAC-SHA256(secret, key) is stored (column ``digest``, unique index). The key itself
+  never touches the disk, a log, or a ``KeyRecord``.
+* Every write is one ``BEGIN IMMEDIATE`` transaction that bumps ``meta.generation`` and stamps
+  the rows it touches with it, so a reader that sees the same generation has seen every write,
+  and a reader that sees a new one reads just the rows stamped after its own generation, in one
+  read transaction (a consistent snapshot). Several processes share
+  the file safely: WAL journal, ``busy_timeout``, ``synchronous=FULL`` (a revocation that the CLI
+  reported done survives a crash).
+* The hot path, freshness checks and the watch live in ``CachedKeyStore``; this class only
+  loads snapshots (in a worker thread when the server asks) and writes (the CLI, blocking).
+* SQLite errors surface as ``KeyStoreError``; an unknown key id as ``UnknownKeyIdError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from disksync.errors import ConfigError, KeyStoreError
+from disksync.keys.cache import CachedKeyStore
+from disksync.keys.model import (
+    DEFAULT_MAX_CONNECTIONS,
+    KeyRecord,
+    KeySnapshot,
+    NewKey,
+    Tier,
+    UnknownKeyIdError,
+    key_digest,
+    new_api_key,
+    new_key_id,
+)
+from disksync.keys.secret import fingerprint, load_or_create_secret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+MAX_LABEL_CHARS = 200
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    tier TEXT NOT NULL,
+    label TEXT NOT NULL,
+    max_connections INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    generation INTEGER NOT NULL  -- meta.generation of the write that last touched the row
+);
+CREATE INDEX IF NOT EXISTS keys_by_generation ON keys (generation);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1);
+"""
+_COLUMNS = "digest, id, tier, label, max_connections, revoked, created_at_ms, updated_at_ms"
+_GEN = "(SELECT value FROM meta WHERE name = 'generation')"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _record(row: tuple[object, ...]) -> tuple[bytes, KeyRecord]:
+    digest, kid, tier, label, max_conn, revoked, created, updated = row
+    assert isinstance(digest, bytes)
+    record = KeyRecord(
+        id=str(kid),
+        tier=Tier(str(tier)),
+        label=str(label),
+        max_connections=int(str(max_conn)),
+        revoked=bool(revoked),
+        created_at_ms=int(str(created)),
+        updated_at_ms=int(str(updated)),
+    )
+    return digest, record
+
+
+class SqliteKeyStore(CachedKeyStore):
+    """API keys in a SQLite file. See the package docstring of ``disksync.keys`` for the API."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        secret_path: Path | None = None,
+        create: bool = True,
+        max_staleness_s: float = 0.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(max_staleness_s=max_staleness_s, registry=registry, clock=clock)
+        self.path = path
+        self.secret_path = secret_path or path.with_name("keys.secret")
+        self._lock = threading.Lock()
+        if not create and not path.exists():
+            raise KeyStoreError(
+                f"no key store at {path}; check --state-dir/--keys"
+                " (`disksync keys create` makes one)"
+            )
+        self._conn = self._connect()
+        try:
+            self._secret = self._init_secret()
+            self.refresh_sync()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+            version = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            conn.close()
+            raise KeyStoreError(f"key store {self.path} has an unsupported schema version")
+        return conn
+
+    def _init_secret(self) -> bytes:
+        count = self._blocking(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0])
+        secret = load_or_create_secret(self.secret_path, may_create=count == 0)
+        mine = fingerprint(secret)
+
+        def check(conn: sqlite3.Connection) -> object:
+            # With no key yet nothing depends on an older secret: adopt the current one.
+            verb = "REPLACE" if count == 0 else "IGNORE"
+            conn.execute(
+                f"INSERT OR {verb} INTO meta (name, value) VALUES ('secret_fingerprint', ?)",
+                (mine,),
+            )
+            return conn.execute(
+                "SELECT value FROM meta WHERE name='secret_fingerprint'"
+            ).fetchone()[0]
+
+        if self._blocking(check) != mine:
+            raise KeyStoreError(
+                f"key secret {self.secret_path} does not belong to key store {self.path}"
+                " (it was created with another secret); restore the matching keys.secret"
+            )
+        return secret
+
+    def _blocking(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"key store {self.path}: {exc}") from None
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def txn(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'generation'")
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+        result = self._blocking(txn)
+        self.refresh_sync()  # this process sees its own writes at once
+        return result
+
+    # -- writes (CLI) -----------------------------------------------------------------------
+
+    def create(
+        self, tier: Tier, *, label: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS
+    ) -> NewKey:
+        """A new key. ``NewKey.api_key`` is the only copy of the key that will ever exist."""
+        tier = Tier(tier)
+        if max_connections < 0:
+            raise ConfigError(
+                f"--max-connections must be >= 0 (0 = unlimited), got {max_connections}"
+            )
+        if len(label) > MAX_LABEL_CHARS or any(ord(ch) < 32 for ch in label):
+            raise ConfigError(f"--label must be at most {MAX_LABEL_CHARS} printable characters")
+        api_key = new_api_key()
+        digest = key_digest(self._secret, api_key)
+        now = _now_ms()
+
+        def insert(conn: sqlite3.Connection) -> KeyRecord:
+            for _ in range(8):
+                kid = new_key_id()
+                if conn.execute("SELECT 1 FROM keys WHERE id = ?", (kid,)).fetchone() is None:
+                    break
+            else:
+                raise KeyStoreError("could not allocate a unique key id")
+            conn.execute(
+                f"INSERT INTO keys ({_COLUMNS}, generation)"
+                f" VALUES (?, ?, ?, ?, ?, 0, ?, ?, {_GEN})",
+                (digest, kid, tier.value, label, max_connections, now, now),
+            )
+            return KeyRecord(kid, tier, label, max_connections, False, now, now)
+
+        return NewKey(self._write(insert), api_key)
+
+    def _update(self, key_id: str, assignments: str, params: tuple[object, ...]) -> KeyRecord:
+        def update(conn: sqlite3.Connection) -> KeyRecord:
+            cur = conn.execute(
+                f"UPDATE keys SET {assignments}, updated_at_ms = ?, generation = {_GEN}"
+                " WHERE id = ?",
+                (*params, _now_ms(), key_id),
+            )
+            if cur.rowcount == 0:
+                raise UnknownKeyIdError(key_id)
+            row = conn.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return _record(row)[1]
+
+        return self._write(update)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke for good (idempotent). Live feed connections close within 1 s (``watch``)."""
+        return self._update(key_id, "revoked = 1", ())
+
+    def set_tier(self, key_id: str, tier: Tier) -> KeyRecord:
+        return self._update(key_id, "tier = ?", (Tier(tier).value,))
+
+    def set_max_connections(self, key_id: str, max_connections: int) -> KeyRecord:
+        if max_connections < 0:
+            raise ConfigError(
+                f"max connections must be >= 0 (0 = unlimited), got {max_connections}"
+            )
+        return self._update(key_id, "max_connections = ?", (max_connections,))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def list(self) -> list[KeyRecord]:
+        """Every key, oldest first, read from the file (not the cache)."""
+        rows = self._blocking(
+            lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM keys ORDER BY created_at_ms, rowid"
+            ).fetchall()
+        )
+        return [_record(row)[1] for row in rows]
+
+    def get(self, key_id: str) -> KeyRecord:
+        row = self._blocking(
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+        )
+        if row is None:
+            raise UnknownKeyIdError(key_id)
+        return _record(row)[1]
+
+    def generation(self) -> int:
+        return int(
+            self._blocking(
+                lambda c: c.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()[
+                    0
+                ]
+            )
+        )
+
+    def _load_if_changed(self) -> KeySnapshot:
+        # Rows are never deleted (a revoked key stays, for the audit trail), so the rows
+        # written since our generation are the whole difference.
+        def load(conn: sqlite3.Connection) -> KeySnapshot:
+            current = self._snapshot
+            (gen,) = conn.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
+            if int(gen) == current.generation:
+                return current
+            conn.execute("BEGIN")
+            try:
+                (gen,) = conn.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM keys WHERE generation > ?", (current.generation,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return current.merged(int(gen), [_record(row) for row in rows])
+
+        return self._blocking(load)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteKeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
