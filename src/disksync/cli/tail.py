@@ -1,0 +1,174 @@
+"""``disksync tail URL [URL ...]``: print the feed as NDJSON, built on ``disksync.client``.
+
+Rules kept here:
+* stdout carries data only: each ``replica_cmd`` JSON object exactly as the server sent it, one
+  per line, flushed per line (``jq`` and ``head`` see each command as soon as it arrives); with
+  ``--decode``, one summary line per action instead. Status goes to stderr.
+* Never exits on its own except when ``--count`` is met (0) or the key is rejected (1, with a
+  one-line message). Ctrl-C exits 130, SIGTERM exits 0, both quietly; a closed stdout
+  (``| head``) exits 0 quietly.
+* The API key comes from ``--api-key`` or ``DISKSYNC_API_KEY`` (read here and nowhere else).
+* With ``--checkpoint FILE`` a line counts as done once written and flushed: a restart resumes
+  after the last line printed (at most the last second of lines may repeat after a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from disksync.client import ClientConfig, Command, Feed, events
+from disksync.errors import ConfigError, DecodeError
+
+EXIT_INTERRUPTED = 130
+
+
+def _seq(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "tail",
+        help="print the feed as NDJSON (reconnects and resumes losslessly)",
+        description="Print the feed as NDJSON, one replica_cmd object per line. Several URLs "
+        "are endpoints of the same feed (e.g. regions), used for failover.",
+    )
+    parser.add_argument("urls", nargs="+", metavar="URL", help="ws:// or wss:// feed endpoint")
+    parser.add_argument(
+        "--api-key", default=None, metavar="KEY", help="API key (default: $DISKSYNC_API_KEY)"
+    )
+    parser.add_argument(
+        "--from-seq", type=_seq, default=None, metavar="N", help="start at this seq"
+    )
+    parser.add_argument(
+        "--count", type=_seq, default=None, metavar="N", help="exit 0 after N commands"
+    )
+    parser.add_argument("--decode", action="store_true", help="one summary line per action")
+    parser.add_argument(
+        "--ca", type=Path, default=None, metavar="FILE", help="trust this CA file for wss://"
+    )
+    parser.add_argument(
+        "--encoding", choices=["hex", "zstd"], default="hex", help="wire encoding (default hex)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="resume file (read at start, kept current)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    api_key = args.api_key or os.environ.get("DISKSYNC_API_KEY")
+    if not api_key:
+        raise ConfigError("no API key: pass --api-key KEY or set DISKSYNC_API_KEY")
+    config = ClientConfig(
+        urls=tuple(args.urls),
+        api_key=api_key,
+        from_seq=args.from_seq,
+        encoding=args.encoding,
+        ca=args.ca,
+        checkpoint=args.checkpoint,
+        on_data_gone="skip",  # tail never stops on its own: it reports the loss loudly
+    )
+    runner_args: dict[str, Any] = {}
+    try:
+        import uvloop
+
+        runner_args["loop_factory"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(**runner_args) as runner:
+        return runner.run(_tail(args, config))
+
+
+async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    exit_code: list[int] = []
+
+    def stop(code: int) -> None:
+        if not exit_code:
+            exit_code.append(code)
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, stop, EXIT_INTERRUPTED)
+    loop.add_signal_handler(signal.SIGTERM, stop, 0)
+    on_event = None if args.quiet else _status_printer(sys.stderr)
+    feed = Feed(config, on_event=on_event)
+    out = sys.stdout.buffer
+    try:
+        await _pump(feed, out, count=args.count, decode=args.decode)
+        return 0
+    except asyncio.CancelledError:
+        if not exit_code:
+            raise
+        return exit_code[0]
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    finally:
+        await feed.aclose()
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _pump(feed: Feed, out: IO[bytes], *, count: int | None, decode: bool) -> None:
+    if count == 0:
+        return
+    written = 0
+    async for command in feed:
+        if decode:
+            _write_summary(out, command)
+        else:
+            out.write(command.message)
+            out.write(b"\n")
+        out.flush()
+        feed.commit()
+        written += 1
+        if count is not None and written >= count:
+            return
+
+
+def _write_summary(out: IO[bytes], command: Command) -> None:
+    from disksync.hl import summarize
+
+    try:
+        lines = summarize(command.decode())
+    except DecodeError as exc:
+        print(f"disksync tail: seq {command.seq}: cannot decode: {exc}", file=sys.stderr)
+        return
+    out.write("".join(line + "\n" for line in lines).encode())
+
+
+def _status_printer(stream: IO[str]) -> events.EventCallback:
+    def print_event(event: events.Event) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"disksync tail: {events.describe(event)}", file=stream, flush=True)
+
+    return print_event
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

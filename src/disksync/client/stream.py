@@ -1,0 +1,398 @@
+"""The reconnecting feed: an async iterator of commands that never loses one.
+
+Rules kept here:
+* Order is judged by one ``SeqCursor``: a command is delivered only if it is the next seq; a
+  seq already delivered is dropped (counted); a seq past the next one is a gap, which is first
+  filled over HTTP from any endpoint and only then reported as an ``UpstreamGap``.
+* Every attempt resumes at ``cursor.next_seq``; the first ``connected`` frame pins the position
+  even before the first command, so a reconnect never silently skips to "live".
+* One function (``retry.decide``) says what a failure means; 401/403/1008 raise at once.
+* Endpoints are tried in rounds: after a failure the next endpoint is tried after a short
+  jitter; once every endpoint failed in a round, the exponential backoff delay applies. A
+  successful connection (``connected`` frame, then a command or ``healthy_after_s`` up) resets
+  the backoff, and the next round starts with the endpoint that worked.
+* Freshness: while we wait for a frame, silence past ``silence_s`` or heartbeats showing the
+  head ahead of us with no command for ``behind_s`` abort the connection (then resume).
+* A command counts as processed when the program asks for the next one (or calls ``commit``);
+  only processed positions reach the checkpoint file (at-least-once across restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from disksync.client import events
+from disksync.client.backfill import fetch_range, http_client
+from disksync.client.backoff import backoff_delays, jitter_delay
+from disksync.client.checkpoint import Checkpointer
+from disksync.client.command import Command
+from disksync.client.config import ClientConfig
+from disksync.client.connection import (
+    AttemptFailed,
+    close_connection,
+    closed,
+    endpoint_name,
+    open_connection,
+)
+from disksync.client.frames import FrameParser
+from disksync.client.freshness import Freshness, Session, watch
+from disksync.client.retry import Action, Failure, Kind, decide
+from disksync.errors import FeedError, ProtocolError, RetentionError
+from disksync.protocol import Connected, Heartbeat, ReplayComplete, SeqCursor, Step
+
+log = logging.getLogger(__name__)
+
+
+class Feed:
+    """``async for command in Feed(config): ...`` — see the module docstring for the rules."""
+
+    def __init__(self, config: ClientConfig, *, on_event: events.EventCallback | None = None):
+        self.config = config
+        self.counters = events.Counters()
+        self._on_event = on_event
+        self._cursor = SeqCursor()
+        self._current = 0
+        self._connected_endpoint: int | None = None
+        self._processed_next: int | None = None
+        self._checkpointer = (
+            Checkpointer(config.checkpoint, config.checkpoint_interval_s)
+            if config.checkpoint is not None
+            else None
+        )
+        self._http: httpx.AsyncClient | None = None
+        self._gen: AsyncGenerator[Command, None] | None = None
+        self._loop_time = time.monotonic
+        self._freshness = Freshness.of(config)
+
+    # ---- public surface ---------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Command]:
+        if self._gen is None:
+            self._gen = self._run()
+        return self._gen
+
+    async def __aenter__(self) -> Feed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def position(self) -> int | None:
+        """The next seq this feed will deliver (``None`` before it knows)."""
+        return self._cursor.next_seq
+
+    def commit(self) -> None:
+        """Mark every command delivered so far as processed (the checkpoint may include it)."""
+        if self._cursor.next_seq is not None:
+            self._processed_next = self._cursor.next_seq
+
+    async def aclose(self) -> None:
+        """Close the connection and save the checkpoint. To stop a feed that another task is
+        iterating, cancel that task (a running generator cannot be closed from outside)."""
+        if self._gen is not None and not getattr(self._gen, "ag_running", False):
+            await self._gen.aclose()
+        self._save_checkpoint()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # ---- the reconnect loop -------------------------------------------------------------
+
+    async def _run(self) -> AsyncGenerator[Command, None]:
+        config = self.config
+        start = self._checkpointer.load() if self._checkpointer is not None else None
+        if start is None:
+            start = config.from_seq
+        if start is not None:
+            self._cursor.last = start - 1
+            self._processed_next = start
+        delays = backoff_delays(config.backoff)
+        tried_in_round = 0
+        failed_rounds = 0
+        consecutive_failures = 0
+        gone: dict[int, int | None] = {}
+        try:
+            while True:
+                index = self._current
+                session = Session()
+                try:
+                    async with contextlib.aclosing(self._connection(index, session)) as commands:
+                        async for command in commands:
+                            yield command
+                            self._processed(command.seq)
+                    raise AssertionError("a connection ends only with AttemptFailed")
+                except AttemptFailed as exc:
+                    failure = exc.failure
+                now = self._loop_time()
+                if session.connected_at is not None:
+                    self.counters.disconnects += 1
+                    code = failure.close_code if failure.close_code else failure.status
+                    self._emit(events.Disconnected(self._name(index), failure.detail, code))
+                decision = decide(failure)
+                if decision.action is Action.FATAL:
+                    assert decision.error is not None
+                    raise decision.error
+                if session.healthy(now, config.timeouts.healthy_after_s):
+                    delays = backoff_delays(config.backoff)
+                    tried_in_round = failed_rounds = consecutive_failures = 0
+                    gone.clear()
+                    await self._pause(index, jitter_delay(config.backoff), 0, failure.detail)
+                    continue
+                consecutive_failures += 1
+                log.debug("attempt failed", extra={"endpoint": self._name(index), "why": failure})
+                if decision.action is Action.DATA_GONE:
+                    gone[index] = failure.first_seq
+                    if len(gone) == len(config.urls):
+                        self._data_gone(gone)
+                        gone.clear()
+                        tried_in_round = 0
+                        continue
+                self._current = (index + 1) % len(config.urls)
+                tried_in_round += 1
+                if tried_in_round < len(config.urls):
+                    delay = max(jitter_delay(config.backoff), decision.min_delay_s)
+                else:
+                    tried_in_round = 0
+                    failed_rounds += 1
+                    if failed_rounds >= config.http_fallback_after:
+                        async with contextlib.aclosing(self._http_catch_up()) as backfill:
+                            async for command in backfill:
+                                yield command
+                                self._processed(command.seq)
+                    delay = max(next(delays), decision.min_delay_s)
+                await self._pause(self._current, delay, consecutive_failures, failure.detail)
+        finally:
+            self._save_checkpoint()
+
+    async def _pause(self, index: int, delay: float, attempt: int, reason: str) -> None:
+        self._emit(events.Reconnecting(self._name(index), delay, attempt, reason))
+        await asyncio.sleep(delay)
+
+    def _data_gone(self, gone: dict[int, int | None]) -> None:
+        requested = self._cursor.next_seq
+        firsts = [seq for seq in gone.values() if seq is not None]
+        if requested is None or not firsts:
+            raise FeedError("every endpoint answered 410 (data gone) without a first_seq")
+        first_available = min(firsts)
+        if self.config.on_data_gone == "raise" or first_available <= requested:
+            raise RetentionError(requested, first_available)
+        self._emit(events.DataGone(requested, first_available - 1))
+        self._cursor.last = first_available - 1
+        self._current = min(gone, key=lambda i: gone[i] or first_available)
+
+    # ---- one connection -------------------------------------------------------------------
+
+    async def _connection(self, index: int, session: Session) -> AsyncGenerator[Command, None]:
+        config = self.config
+        url = config.urls[index]
+        self.counters.attempts += 1
+        ws = await open_connection(url, config, self._cursor.next_seq)
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            parser = FrameParser(config.encoding)
+            first = await asyncio.wait_for(ws.recv(decode=False), config.timeouts.open_s)
+            hello = parser.parse(first, time.time_ns() // 1000)
+            if not isinstance(hello, Connected):
+                raise ProtocolError(f"first frame is not 'connected': {type(hello).__name__}")
+            session.connected_at = self._loop_time()
+            previous = self._connected_endpoint
+            if previous is not None and previous != index:
+                self.counters.failovers += 1
+                self._emit(events.Failover(self._name(previous), self._name(index)))
+            self._connected_endpoint = index
+            self.counters.connects += 1
+            if self._cursor.last is None and hello.next_seq is not None:
+                self._cursor.last = hello.next_seq - 1
+            self._emit(events.Connected(self._name(index), hello.next_seq, hello.head_seq))
+            watchdog = asyncio.create_task(watch(ws, session, self._freshness, self._loop_time))
+            async with contextlib.aclosing(self._receive(ws, parser, index, session)) as cmds:
+                async for command in cmds:
+                    yield command
+        except ConnectionClosed as exc:
+            raise AttemptFailed(closed(exc, session.stale_reason)) from None
+        except TimeoutError:
+            raise AttemptFailed(Failure(Kind.DROPPED, "no 'connected' frame in time")) from None
+        except ProtocolError as exc:
+            raise AttemptFailed(Failure(Kind.PROTOCOL, str(exc))) from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            await close_connection(ws, config.timeouts.close_s)
+
+    async def _receive(
+        self, ws: ClientConnection, parser: FrameParser, index: int, session: Session
+    ) -> AsyncGenerator[Command, None]:
+        cursor = self._cursor
+        counters = self.counters
+        recv = ws.recv
+        clock = self._loop_time
+        while True:
+            session.waiting_since = clock()
+            frame = await recv(decode=False)
+            session.waiting_since = None
+            message = parser.parse(frame, time.time_ns() // 1000)
+            if type(message) is Command:
+                step = cursor.classify(message.seq)
+                if step is Step.NEW:
+                    cursor.last = message.seq
+                elif step is Step.DUPLICATE:
+                    counters.duplicates += 1
+                    continue
+                else:
+                    async with contextlib.aclosing(self._fill_gap(index, message.seq)) as gap:
+                        async for filled in gap:
+                            session.delivered += 1
+                            yield filled
+                    cursor.last = message.seq
+                counters.commands += 1
+                counters.bytes += len(message.message)
+                session.delivered += 1
+                session.ahead_since = None
+                yield message
+            elif type(message) is Heartbeat:
+                head = message.head_seq
+                last = cursor.last
+                if head is not None and last is not None and head > last:
+                    if session.ahead_since is None:
+                        session.ahead_since = clock()
+                else:
+                    session.ahead_since = None
+            elif type(message) is ReplayComplete:
+                self._emit(events.ReplayComplete(self._name(index), message.seq))
+
+    # ---- HTTP: gaps and catch-up ------------------------------------------------------------
+
+    async def _fill_gap(self, index: int, seen: int) -> AsyncGenerator[Command, None]:
+        """Deliver what exists of ``next_seq .. seen-1`` on any endpoint, in order; report each
+        run of seqs that no endpoint has as an ``UpstreamGap`` (and move past it)."""
+        order = [index, *(i for i in range(len(self.config.urls)) if i != index)]
+        while (start := self._cursor.next_seq) is not None and start < seen:
+            lowest_found = seen  # the lowest seq past ``start`` that some endpoint has
+            for source in order:
+                delivered = 0
+                try:
+                    async with contextlib.aclosing(
+                        self._http_range(source, start, seen - 1)
+                    ) as commands:
+                        async for command in commands:
+                            step = self._cursor.classify(command.seq)
+                            if step is Step.DUPLICATE:
+                                continue
+                            if step is Step.GAP:  # a hole here too: maybe not elsewhere
+                                lowest_found = min(lowest_found, command.seq)
+                                break
+                            self._cursor.last = command.seq
+                            self.counters.gaps_filled += 1
+                            self.counters.commands += 1
+                            delivered += 1
+                            yield command
+                except AttemptFailed as exc:
+                    self._fatal_if_needed(exc.failure)
+                    log.info("gap fill from %s failed: %s", self._name(source), exc.failure.detail)
+                if delivered:
+                    last = start + delivered - 1
+                    self._emit(events.GapFilled(start, last, self._name(source)))
+                    break
+            else:
+                self.counters.upstream_gap_seqs += lowest_found - start
+                self._emit(events.UpstreamGap(start, lowest_found - 1))
+                self._cursor.last = lowest_found - 1
+
+    async def _http_range(self, index: int, first: int, last: int) -> AsyncGenerator[Command, None]:
+        page = self.config.backfill_page
+        start = first
+        while start <= last:
+            count = 0
+            async with contextlib.aclosing(self._http_page(index, start, last, page)) as commands:
+                async for command in commands:
+                    count += 1
+                    start = command.seq + 1
+                    yield command
+            if count < page:
+                return
+
+    def _http_page(
+        self, index: int, start: int, last: int | None, limit: int
+    ) -> AsyncGenerator[Command, None]:
+        if self._http is None:
+            self._http = http_client(self.config)
+        return fetch_range(
+            self._http,
+            self.config.urls[index],
+            from_seq=start,
+            to_seq=last,
+            limit=limit,
+            max_line_bytes=self.config.max_frame_bytes,
+        )
+
+    async def _http_catch_up(self) -> AsyncGenerator[Command, None]:
+        """While the WebSocket cannot be opened, read forward over HTTP from the first endpoint
+        that answers, page by page, until a short page says we reached its head."""
+        for index in range(len(self.config.urls)):
+            before = self.counters.backfilled
+            try:
+                async with contextlib.aclosing(self._catch_up_from(index)) as commands:
+                    async for command in commands:
+                        yield command
+            except AttemptFailed as exc:
+                self._fatal_if_needed(exc.failure)
+                log.info("HTTP catch-up from %s failed: %s", self._name(index), exc.failure.detail)
+            if self.counters.backfilled > before:
+                return
+
+    async def _catch_up_from(self, index: int) -> AsyncGenerator[Command, None]:
+        page = self.config.backfill_page
+        while (start := self._cursor.next_seq) is not None:
+            in_page = 0
+            async with contextlib.aclosing(self._http_page(index, start, None, page)) as commands:
+                async for command in commands:
+                    in_page += 1
+                    step = self._cursor.classify(command.seq)
+                    if step is Step.DUPLICATE:
+                        continue
+                    if step is Step.GAP:
+                        async with contextlib.aclosing(self._fill_gap(index, command.seq)) as gap:
+                            async for filled in gap:
+                                yield filled
+                    self._cursor.last = command.seq
+                    self.counters.backfilled += 1
+                    self.counters.commands += 1
+                    yield command
+            last = self._cursor.last
+            if last is not None and last >= start:
+                self._emit(events.Backfilled(start, last, self._name(index)))
+            if in_page < page:
+                return
+
+    def _fatal_if_needed(self, failure: Failure) -> None:
+        decision = decide(failure)
+        if decision.action is Action.FATAL:
+            assert decision.error is not None
+            raise decision.error
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def _processed(self, seq: int) -> None:
+        self._processed_next = seq + 1
+        if self._checkpointer is not None:
+            self._checkpointer.maybe_save(seq + 1, self._loop_time())
+
+    def _save_checkpoint(self) -> None:
+        if self._checkpointer is not None and self._processed_next is not None:
+            self._checkpointer.save(self._processed_next, self._loop_time())
+
+    def _emit(self, event: events.Event) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _name(self, index: int) -> str:
+        return endpoint_name(self.config.urls[index])
