@@ -1,0 +1,55 @@
+"""Prometheus metrics of a journal, on a registry the caller passes in (never the global one).
+
+Rules kept here: metric names start with ``disksync_journal_``; gauges describe the journal as
+the last snapshot saw it, counters count what this process did.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from disksync.entry import Bounds
+
+
+class JournalMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry if registry is not None else CollectorRegistry()
+        self.append_seconds = Histogram(
+            "disksync_journal_append_seconds",
+            "Time of one append() call, commit included",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=registry,
+        )
+        self.appended = Counter(
+            "disksync_journal_appended_entries", "Entries written", registry=registry
+        )
+        self.appended_bytes = Counter(
+            "disksync_journal_appended_bytes", "Payload bytes written", registry=registry
+        )
+        self.duplicates = Counter(
+            "disksync_journal_duplicate_entries",
+            "Entries skipped because the same seq with equal bytes was already stored",
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "disksync_journal_conflicts",
+            "append() calls refused: a stored seq with different bytes, or a gap behind the head",
+            registry=registry,
+        )
+        self.trimmed = Counter(
+            "disksync_journal_trimmed_entries", "Entries dropped by retention", registry=registry
+        )
+        self.first_seq = Gauge(
+            "disksync_journal_first_seq", "Oldest seq held (-1: empty)", registry=registry
+        )
+        self.last_seq = Gauge(
+            "disksync_journal_last_seq", "Newest seq held (-1: empty)", registry=registry
+        )
+        self.entries = Gauge("disksync_journal_entries", "Entries held", registry=registry)
+        self.bytes = Gauge("disksync_journal_bytes", "Payload bytes held", registry=registry)
+
+    def observe_bounds(self, bounds: Bounds) -> None:
+        self.first_seq.set(-1 if bounds.first_seq is None else bounds.first_seq)
+        self.last_seq.set(-1 if bounds.last_seq is None else bounds.last_seq)
+        self.entries.set(bounds.count)
+        self.bytes.set(bounds.total_bytes)

@@ -1,0 +1,392 @@
+"""The embedded journal: one SQLite file in WAL mode, driven from asyncio without blocking it.
+
+Rules kept here:
+* SQLite runs on threads, never on the event loop: one writer thread owns the only write
+  connection, a small pool of reader threads each own a read connection, one watcher thread
+  notices commits made by other processes, and one checkpoint thread copies the WAL into the
+  database so that no append pays for it.
+* Once ``append`` returns, its entries are committed. WAL with ``synchronous=NORMAL`` (the
+  default) survives ``kill -9`` of the process; ``FULL`` also survives a power cut, for ~1 ms
+  more per live append here (more where fsync is slow). docs/JOURNAL.md has the measurements and
+  the reasoning behind the default.
+* Followers wake the moment an append of this process commits (an ``asyncio.Event``, set from
+  the writer thread), and within ``poll_interval_s`` of a commit by another process (the watcher
+  polls ``PRAGMA data_version``; on Linux it is also woken by inotify on the WAL file, so it
+  usually sees the commit at once).
+* ``bounds()`` answers from a cached snapshot that every append, trim and watcher poll refreshes;
+  a stale snapshot never replaces a newer one.
+* Retention runs in a background task in bounded steps on the writer thread, so an append waits
+  at most one step. Everything in ``sqlite_store`` applies: a prefix only, the newest entry kept.
+* Memory is bounded: a follower holds at most one batch (``follow_batch_bytes``, at least one
+  entry) at a time; nothing is queued per follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from disksync.entry import Bounds, Entry
+from disksync.errors import ConflictError, JournalError
+from disksync.journal import sqlite_store as store
+from disksync.journal.base import AppendResult, Retention
+from disksync.journal.metrics import JournalMetrics
+from disksync.journal.sqlite_watch import Watcher
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_FOLLOW_BATCH_ENTRIES = 256
+_OWN_WRITE_ECHO_S = 0.005  # inotify events of our own write may arrive this late
+_FOREVER = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteOptions:
+    """Tuning of the SQLite journal. The defaults are the measured choices of docs/JOURNAL.md."""
+
+    synchronous: Literal["full", "normal"] = "normal"
+    page_size: int = 65536  # applies when the file is created; large pages suit ~190 KB blobs
+    mmap_size: int = 1 << 30  # readers map the file instead of copying through the page cache
+    poll_interval_s: float = 0.05  # how often the watcher looks for other processes' commits
+    watch_wal: bool = True  # also wake the watcher by inotify on the WAL file (Linux)
+    retention_interval_s: float = 1.0  # how often age retention is checked without appends
+    follow_batch_bytes: int = 16 << 20  # payload bytes a follower reads at once
+    readers: int = 2  # reader threads
+    trim_step_rows: int = 512
+    trim_step_bytes: int = 64 << 20
+    checkpoint_bytes: int = 16 << 20  # appended bytes between background WAL checkpoints
+    background_checkpoint: bool = True  # False: SQLite's inline checkpoint every 1000 pages
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {self.synchronous!r}")
+        if self.page_size < 512 or self.page_size > 65536 or self.page_size & (self.page_size - 1):
+            raise ValueError(
+                f"page_size must be a power of two in 512..65536, not {self.page_size}"
+            )
+        if self.poll_interval_s <= 0 or self.retention_interval_s <= 0 or self.readers < 1:
+            raise ValueError("poll_interval_s, retention_interval_s and readers must be positive")
+
+
+class SqliteJournal:
+    """The ``Journal`` protocol on one SQLite file. Construct it, use it from one event loop,
+    ``await close()`` it (or use ``async with``)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention: Retention | None = None,
+        options: SqliteOptions | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._metrics = JournalMetrics(registry)
+        self.retention = retention or Retention()
+        self.options = options or SqliteOptions()
+        self._write_conn = self._connect()
+        try:
+            if self.options.background_checkpoint:
+                store.tune_writer(self._write_conn, self.options.checkpoint_bytes)
+            self._snapshot = store.snapshot(self._write_conn)
+        except sqlite3.Error as exc:
+            self._write_conn.close()
+            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
+        self._readers = ThreadPoolExecutor(self.options.readers, thread_name_prefix="journal-read")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="journal-checkpoint")
+        self._checkpoint: asyncio.Future[tuple[int, int, int]] | None = None
+        self._uncheckpointed = 0
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()
+        self._retention_due = asyncio.Event()
+        self._retention_task: asyncio.Task[None] | None = None
+        self._watcher: Watcher | None = None
+        self._own_write_until = 0.0  # the watcher ignores WAL writes of our own writer
+        self._closed = False
+
+    # -- the Journal protocol -------------------------------------------------------------------
+
+    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+        self._start()
+        if not entries:
+            return AppendResult(0, 0, self._snapshot.last_seq)
+        for before, after in itertools.pairwise(entries):
+            if after.seq <= before.seq:
+                raise ValueError(
+                    f"entries must be in strictly ascending seq order ({before.seq}, {after.seq})"
+                )
+        started = time.perf_counter()
+        try:
+            appended, duplicates, snap = await self._on_writer(store.append, entries)
+        except ConflictError:
+            self._metrics.conflicts.inc()
+            raise
+        self._metrics.append_seconds.observe(time.perf_counter() - started)
+        if appended:
+            self._metrics.appended.inc(appended)
+            added = sum(len(e.payload) for e in entries[duplicates:])
+            self._metrics.appended_bytes.inc(added)
+            self._uncheckpointed += added
+            self._maybe_checkpoint()
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
+        if self._due_for_bytes(snap):
+            self._retention_due.set()
+        return AppendResult(appended, duplicates, snap.last_seq)
+
+    async def read(self, start: int, limit: int, *, max_bytes: int | None = None) -> list[Entry]:
+        """Up to ``limit`` entries from ``start``. ``max_bytes`` (an extension) also stops
+        before their payloads exceed it, returning at least one entry when one exists."""
+        self._start()
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            return []
+        return await self._on_reader(store.read, start, limit, max_bytes)
+
+    async def follow(self, start: int) -> AsyncIterator[Entry]:
+        self._start()
+        next_seq = start
+        while True:
+            if self._closed:
+                raise JournalError("journal closed while following")
+            # Take the event before looking: a commit after this point sets it (or a later one
+            # that replaced it, after setting it), so no wake-up falls between look and wait.
+            changed = self._changed
+            last = self._snapshot.last_seq
+            if last is not None and next_seq <= last:
+                batch = await self._on_reader(
+                    store.read,
+                    next_seq,
+                    _FOLLOW_BATCH_ENTRIES,
+                    self.options.follow_batch_bytes,
+                )
+                if batch:
+                    for entry in batch:
+                        yield entry
+                    next_seq = batch[-1].seq + 1
+                    continue
+            await changed.wait()
+
+    async def bounds(self) -> Bounds:
+        self._start()
+        return self._snapshot.bounds()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+        if self._checkpoint is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpoint
+        if self._watcher is not None:
+            self._watcher.stop()
+        await asyncio.to_thread(self._shutdown_threads)
+
+    # -- extensions -----------------------------------------------------------------------------
+
+    async def get(self, seq: int) -> Entry | None:
+        """The entry at ``seq``, or ``None`` if the journal does not hold it (not yet written,
+        or an upstream gap). ``RetentionError`` if retention dropped it."""
+        self._start()
+        return await self._on_reader(store.get, seq)
+
+    async def enforce_retention(self) -> int:
+        """Trim now, to completion; returns the number of entries dropped."""
+        self._start()
+        return await self._trim_all()
+
+    async def __aenter__(self) -> SqliteJournal:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- machinery ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None:
+            raise JournalError(
+                f"journal {self.path} is used from another event loop than the one it started on"
+            )
+        self._loop = loop
+        self._metrics.observe_bounds(self._snapshot.bounds())
+        self._watcher = Watcher(
+            self.path.parent,
+            self._connect,
+            self.options.poll_interval_s,
+            self.options.watch_wal,
+            lambda snap: self._loop_call(self._apply, snap),
+            lambda: time.monotonic() < self._own_write_until,
+        )
+        self._watcher.start()
+        if self.retention.max_age_s is not None or self.retention.max_bytes is not None:
+            self._retention_task = asyncio.create_task(
+                self._retention_loop(), name="journal-retention"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return store.connect(
+            self.path,
+            synchronous=self.options.synchronous,
+            page_size=self.options.page_size,
+            mmap_size=self.options.mmap_size,
+        )
+
+    def _loop_call(self, func: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(func, *args)
+
+    def _apply(self, snap: store.Snapshot) -> None:
+        if snap.not_older_than(self._snapshot):
+            changed = snap != self._snapshot
+            self._snapshot = snap
+            if changed:
+                self._metrics.observe_bounds(snap.bounds())
+                self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _on_writer(self, func: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
+        """Run a store write on the writer thread. Its snapshot reaches the loop from the thread
+        itself, so followers wake even when the awaiting caller was cancelled meanwhile."""
+
+        def job() -> tuple[Any, ...]:
+            self._own_write_until = _FOREVER
+            try:
+                result = func(self._write_conn, *args)
+            finally:
+                self._own_write_until = time.monotonic() + _OWN_WRITE_ECHO_S
+            self._loop_call(self._apply, result[-1])
+            return result
+
+        assert self._loop is not None
+        try:
+            return await self._loop.run_in_executor(self._writer, job)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    async def _on_reader(self, func: Callable[..., T], *args: Any) -> T:
+        def job() -> T:
+            return func(self._read_conn(), *args)
+
+        assert self._loop is not None
+        try:
+            return await self._loop.run_in_executor(self._readers, job)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            with self._conns_lock:
+                self._read_conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _shutdown_threads(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self._checkpointer.shutdown(wait=True)
+        if self._watcher is not None:
+            self._watcher.join()
+        with self._conns_lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+        self._write_conn.close()
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint on a thread of its own, so no append pays for copying the WAL into the
+        database (inline, that was a 0.1-1 s stall every 64 MB; see docs/JOURNAL.md)."""
+        if self._uncheckpointed < self.options.checkpoint_bytes or self._checkpoint is not None:
+            return
+        if self._closed or self._loop is None or not self.options.background_checkpoint:
+            return
+        self._uncheckpointed = 0
+        self._checkpoint = self._loop.run_in_executor(
+            self._checkpointer, lambda: store.checkpoint(self._read_conn())
+        )
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, done: asyncio.Future[tuple[int, int, int]]) -> None:
+        self._checkpoint = None
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is not None:
+            # Not fatal: the writer's own automatic checkpoint is the safety net.
+            log.warning("journal checkpoint failed: %s", exc, extra={"path": str(self.path)})
+            return
+        self._maybe_checkpoint()
+
+    def _due_for_bytes(self, snap: store.Snapshot) -> bool:
+        limit = self.retention.max_bytes
+        return limit is not None and snap.total_bytes > limit and snap.count > 1
+
+    async def _retention_loop(self) -> None:
+        while not self._closed:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.retention_interval_s):
+                    await self._retention_due.wait()
+            self._retention_due.clear()
+            try:
+                await self._trim_all()
+            except JournalError:
+                log.exception("journal retention failed; retrying", extra={"path": str(self.path)})
+
+    async def _trim_all(self) -> int:
+        total = 0
+        while True:
+            max_age = self.retention.max_age_s
+            policy = store.TrimPolicy(
+                min_ingest_ts_us=None
+                if max_age is None
+                else time.time_ns() // 1000 - int(max_age * 1_000_000),
+                max_bytes=self.retention.max_bytes,
+                max_rows=self.options.trim_step_rows,
+                max_step_bytes=self.options.trim_step_bytes,
+            )
+            if policy.min_ingest_ts_us is None and policy.max_bytes is None:
+                return total
+            deleted: int
+            deleted, _ = await self._on_writer(store.trim, policy)
+            total += deleted
+            self._metrics.trimmed.inc(deleted)
+            if deleted == 0:
+                return total

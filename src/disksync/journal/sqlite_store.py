@@ -1,0 +1,334 @@
+"""The journal's blocking SQLite operations: schema, append, read, trim. No asyncio here.
+
+Rules kept here:
+* Each function runs on the one thread that owns the connection it is given.
+* One transaction per call. An append is all of its new entries or none of them; a read is one
+  consistent snapshot (the retention check and the rows come from the same snapshot).
+* The counters in ``meta`` (count, total_bytes, trimmed_below) change in the same transaction as
+  the rows they describe, so a crash can never leave them out of step.
+* Columns are stored small first, payload last: scanning seq, size and ingest time never walks a
+  payload's overflow pages.
+* History is never rewritten: a stored seq keeps its bytes, and no seq is inserted behind the
+  head (a follower already past it would miss it). Retention drops only a prefix and always keeps
+  the newest entry, so the journal's last seq (the ingest's resume point) survives trimming.
+* ``trimmed_below`` is one past the highest seq retention ever deleted (0: never trimmed). A
+  read that starts below it asked for something that existed and is gone: ``RetentionError``.
+  A start below ``first_seq`` but not below ``trimmed_below`` simply starts at ``first_seq``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from disksync.entry import Bounds, Entry
+from disksync.errors import ConflictError, JournalError, RetentionError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x44534A4C  # "DSJL": marks the file as a disksync journal
+
+_SCHEMA = (
+    """CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        ingest_ts_us INTEGER NOT NULL,
+        nbytes INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    """CREATE TABLE meta (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        count INTEGER NOT NULL,
+        total_bytes INTEGER NOT NULL,
+        trimmed_below INTEGER NOT NULL
+    )""",
+    "INSERT INTO meta (id, count, total_bytes, trimmed_below) VALUES (0, 0, 0, 0)",
+)
+
+_INSERT = "INSERT INTO entries (seq, ts_ms, ingest_ts_us, nbytes, payload) VALUES (?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the journal holds, read in one transaction."""
+
+    first_seq: int | None
+    last_seq: int | None
+    count: int
+    total_bytes: int
+    trimmed_below: int
+
+    def bounds(self) -> Bounds:
+        return Bounds(self.first_seq, self.last_seq, self.count, self.total_bytes)
+
+    def not_older_than(self, other: Snapshot) -> bool:
+        """Both ``last_seq`` and ``trimmed_below`` only grow, so a stale snapshot is behind on
+        one of them and never ahead on either."""
+        mine = -1 if self.last_seq is None else self.last_seq
+        theirs = -1 if other.last_seq is None else other.last_seq
+        return mine >= theirs and self.trimmed_below >= other.trimmed_below
+
+
+def connect(path: Path, *, synchronous: str, page_size: int, mmap_size: int) -> sqlite3.Connection:
+    """Open (creating if needed) a journal file and check it is one this code understands."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        version = _check_identity(conn, path)
+        if version == 0:
+            _create(conn, page_size)
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA mmap_size = {int(mmap_size)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"journal {path}: cannot switch to WAL mode (got {mode!r})")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise JournalError(f"journal {path} is not usable: {exc}") from exc
+    except JournalError:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path) -> int:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
+    if app_id == 0 and version == 0 and tables == 0:
+        return 0  # a new, empty file
+    if app_id != APPLICATION_ID:
+        raise JournalError(f"{path} is an SQLite file but not a disksync journal")
+    if version != SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}; this disksync understands "
+            f"version {SCHEMA_VERSION} only (use the disksync release that wrote it)"
+        )
+    return int(version)
+
+
+def _create(conn: sqlite3.Connection, page_size: int) -> None:
+    # page_size only takes effect before the first table exists (and before WAL mode).
+    conn.execute(f"PRAGMA page_size = {int(page_size)}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+            conn.execute("ROLLBACK")  # another process created it meanwhile
+            return
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _snapshot_in_txn(conn: sqlite3.Connection) -> Snapshot:
+    first, last = conn.execute("SELECT min(seq), max(seq) FROM entries").fetchone()
+    count, total, trimmed = conn.execute(
+        "SELECT count, total_bytes, trimmed_below FROM meta WHERE id = 0"
+    ).fetchone()
+    return Snapshot(first, last, count, total, trimmed)
+
+
+def snapshot(conn: sqlite3.Connection) -> Snapshot:
+    conn.execute("BEGIN")
+    try:
+        return _snapshot_in_txn(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def tune_writer(conn: sqlite3.Connection, checkpoint_bytes: int) -> None:
+    """Checkpoints normally run on their own thread (``checkpoint``); the writer's automatic
+    checkpoint stays as a safety net for when they fall far behind."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, 4 * checkpoint_bytes // page_size)}")
+    conn.execute(f"PRAGMA journal_size_limit = {4 * checkpoint_bytes}")
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy committed WAL frames into the database without blocking the writer or readers;
+    returns (busy, wal frames, frames checkpointed)."""
+    busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(log_frames), int(done)
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection (in any process) commits to the file."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def append(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, Snapshot]:
+    """Write the entries not yet stored; returns (appended, duplicates, snapshot after)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = _snapshot_in_txn(conn)
+        fresh, duplicates = _split_known(conn, entries, before)
+        if fresh:
+            conn.executemany(
+                _INSERT,
+                [(e.seq, e.ts_ms, e.ingest_ts_us, len(e.payload), e.payload) for e in fresh],
+            )
+            added = sum(len(e.payload) for e in fresh)
+            conn.execute(
+                "UPDATE meta SET count = count + ?, total_bytes = total_bytes + ? WHERE id = 0",
+                (len(fresh), added),
+            )
+            after = Snapshot(
+                before.first_seq if before.first_seq is not None else fresh[0].seq,
+                fresh[-1].seq,
+                before.count + len(fresh),
+                before.total_bytes + added,
+                before.trimmed_below,
+            )
+        else:
+            after = before
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(fresh), duplicates, after
+
+
+def _split_known(
+    conn: sqlite3.Connection, entries: Sequence[Entry], before: Snapshot
+) -> tuple[Sequence[Entry], int]:
+    """Check the entries at or below the head against what is stored; return the rest."""
+    last = before.last_seq
+    if last is None or entries[0].seq > last:
+        return entries, 0
+    known = 0
+    while known < len(entries) and entries[known].seq <= last:
+        known += 1
+    stored = dict(
+        conn.execute(
+            "SELECT seq, payload FROM entries WHERE seq BETWEEN ? AND ?",
+            (entries[0].seq, entries[known - 1].seq),
+        ).fetchall()
+    )
+    for entry in entries[:known]:
+        payload = stored.get(entry.seq)
+        if payload is None:
+            if entry.seq < before.trimmed_below:
+                continue  # journaled once and since dropped by retention: a harmless retry
+            raise ConflictError(
+                entry.seq,
+                f"seq {entry.seq} is not journaled and the journal is already at {last}: "
+                "a gap behind the head cannot be filled",
+            )
+        if payload != entry.payload:
+            raise ConflictError(entry.seq)
+    return entries[known:], known
+
+
+def read(conn: sqlite3.Connection, start: int, limit: int, max_bytes: int | None) -> list[Entry]:
+    """Up to ``limit`` entries from ``start``; with ``max_bytes``, stop before the payloads
+    exceed it (but always return at least one entry when one exists)."""
+    conn.execute("BEGIN")
+    try:
+        trimmed_below = conn.execute("SELECT trimmed_below FROM meta WHERE id = 0").fetchone()[0]
+        if start < trimmed_below:
+            first = conn.execute("SELECT min(seq) FROM entries").fetchone()[0]
+            raise RetentionError(start, first if first is not None else trimmed_below)
+        end: int | None = None
+        if max_bytes is not None:
+            end = _end_within(conn, start, limit, max_bytes)
+            if end is None:
+                return []
+        if end is None:
+            rows = conn.execute(
+                "SELECT seq, payload, ts_ms, ingest_ts_us FROM entries WHERE seq >= ? "
+                "ORDER BY seq LIMIT ?",
+                (start, limit),
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT seq, payload, ts_ms, ingest_ts_us FROM entries "
+                "WHERE seq >= ? AND seq <= ? ORDER BY seq",
+                (start, end),
+            ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return [Entry(seq, payload, ts_ms, ingest_ts_us) for seq, payload, ts_ms, ingest_ts_us in rows]
+
+
+def _end_within(conn: sqlite3.Connection, start: int, limit: int, max_bytes: int) -> int | None:
+    end = None
+    total = 0
+    for seq, nbytes in conn.execute(
+        "SELECT seq, nbytes FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
+    ):
+        if end is not None and total + nbytes > max_bytes:
+            break
+        end = seq
+        total += nbytes
+    return end
+
+
+def get(conn: sqlite3.Connection, seq: int) -> Entry | None:
+    conn.execute("BEGIN")
+    try:
+        trimmed_below = conn.execute("SELECT trimmed_below FROM meta WHERE id = 0").fetchone()[0]
+        if seq < trimmed_below:
+            first = conn.execute("SELECT min(seq) FROM entries").fetchone()[0]
+            raise RetentionError(seq, first if first is not None else trimmed_below)
+        row = conn.execute(
+            "SELECT payload, ts_ms, ingest_ts_us FROM entries WHERE seq = ?", (seq,)
+        ).fetchone()
+    finally:
+        conn.execute("COMMIT")
+    return None if row is None else Entry(seq, row[0], row[1], row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class TrimPolicy:
+    min_ingest_ts_us: int | None  # entries ingested before this are too old
+    max_bytes: int | None  # keep total payload at or under this
+    max_rows: int  # per transaction, so appends are not held up for long
+    max_step_bytes: int  # per transaction, likewise (deleting walks each blob's pages)
+
+
+def trim(conn: sqlite3.Connection, policy: TrimPolicy) -> tuple[int, Snapshot]:
+    """Delete one bounded step of the oldest entries the policy rejects; returns
+    (entries deleted, snapshot after). Call again while it deletes ``max_rows``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = _snapshot_in_txn(conn)
+        cut_seq, cut_count, cut_bytes = None, 0, 0
+        for seq, ingest_ts_us, nbytes in conn.execute(
+            "SELECT seq, ingest_ts_us, nbytes FROM entries ORDER BY seq LIMIT ?",
+            (policy.max_rows,),
+        ):
+            if seq == before.last_seq or cut_bytes >= policy.max_step_bytes:
+                break
+            too_old = policy.min_ingest_ts_us is not None and ingest_ts_us < policy.min_ingest_ts_us
+            too_big = (
+                policy.max_bytes is not None and before.total_bytes - cut_bytes > policy.max_bytes
+            )
+            if not (too_old or too_big):
+                break
+            cut_seq, cut_count, cut_bytes = seq, cut_count + 1, cut_bytes + nbytes
+        if cut_seq is None:
+            conn.execute("COMMIT")
+            return 0, before
+        conn.execute("DELETE FROM entries WHERE seq <= ?", (cut_seq,))
+        conn.execute(
+            "UPDATE meta SET count = count - ?, total_bytes = total_bytes - ?, "
+            "trimmed_below = ? WHERE id = 0",
+            (cut_count, cut_bytes, cut_seq + 1),
+        )
+        after = _snapshot_in_txn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return cut_count, after

@@ -1,0 +1,386 @@
+"""The SQLite journal: the shared contract, plus what only a file on disk can show — kill -9 in
+the middle of appends, another process appending while we follow, and files we must refuse.
+
+Real SQLite files in tmp_path, real child processes; every wait goes through ``scaled()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from conftest import REPO, scaled
+from disksync.entry import Entry
+from disksync.errors import ConfigError, ConflictError, JournalError, RetentionError
+from disksync.journal import Retention, SqliteJournal, SqliteOptions, open_journal
+from disksync.journal.sqlite_store import SCHEMA_VERSION
+from journal_contract import (
+    JournalContract,
+    JournalFactory,
+    collect,
+    eventually,
+    make_entries,
+    stored,
+)
+
+FAST = SqliteOptions(retention_interval_s=0.05, poll_interval_s=0.02)
+
+
+@pytest.fixture
+async def journal_factory(tmp_path: Path) -> AsyncIterator[JournalFactory]:
+    opened: list[SqliteJournal] = []
+
+    async def factory(retention: Retention | None = None) -> SqliteJournal:
+        journal = SqliteJournal(tmp_path / "journal.db", retention=retention, options=FAST)
+        opened.append(journal)
+        return journal
+
+    yield factory
+    for journal in opened:
+        await journal.close()
+    check_file(tmp_path / "journal.db")
+
+
+class TestSqliteJournalContract(JournalContract):
+    async def test_total_bytes_is_exactly_the_payload(
+        self, journal_factory: JournalFactory
+    ) -> None:
+        journal = await journal_factory()
+        await journal.append(make_entries(1, 10, size=100) + make_entries(11, 11, size=0))
+        assert (await journal.bounds()).total_bytes == 1000
+
+
+def check_file(path: Path) -> tuple[int, int]:
+    """Integrity of the file and of its counters; returns (first_seq, last_seq) or (0, -1)."""
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        count, total, first, last = conn.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0), min(seq), max(seq) FROM entries"
+        ).fetchone()
+        assert conn.execute("SELECT count, total_bytes FROM meta").fetchone() == (count, total)
+        bad_sizes = conn.execute("SELECT count(*) FROM entries WHERE nbytes != length(payload)")
+        assert bad_sizes.fetchone()[0] == 0
+        return (0, -1) if last is None else (first, last)
+    finally:
+        conn.close()
+
+
+# -- a child process that appends ------------------------------------------------------------
+
+PAYLOAD_SOURCE = """
+import hashlib
+
+def child_payload(seq):
+    size = (seq * 7919) % 150_000
+    block = hashlib.blake2b(seq.to_bytes(8, "big"), digest_size=64).digest()
+    return (block * (size // 64 + 1))[:size]
+"""
+
+CHILD_SOURCE = (
+    PAYLOAD_SOURCE
+    + """
+import asyncio, sys, time
+from disksync.entry import Entry
+from disksync.journal import Retention, SqliteJournal, SqliteOptions
+
+async def main(path, synchronous, max_bytes, count, delay_s):
+    retention = Retention(max_bytes=max_bytes) if max_bytes else None
+    options = SqliteOptions(synchronous=synchronous, retention_interval_s=0.01)
+    journal = SqliteJournal(path, retention=retention, options=options)
+    seq = ((await journal.bounds()).last_seq or 0) + 1
+    print("ready", seq, flush=True)
+    written = 0
+    while count == 0 or written < count:
+        size = 1 + seq % 5 if count == 0 else 1
+        now_us = time.time_ns() // 1000
+        batch = [Entry(s, child_payload(s), s, now_us) for s in range(seq, seq + size)]
+        await journal.append(batch)
+        print(batch[-1].seq, flush=True)  # only once append() has returned
+        seq += size
+        written += size
+        if delay_s:
+            await asyncio.sleep(delay_s)
+    await journal.close()
+
+path, synchronous, max_bytes, count, delay_s = sys.argv[1:]
+asyncio.run(main(path, synchronous, int(max_bytes), int(count), float(delay_s)))
+"""
+)
+
+_payload_namespace: dict[str, object] = {}
+exec(PAYLOAD_SOURCE, _payload_namespace)
+child_payload = _payload_namespace["child_payload"]
+
+
+def start_child(
+    path: Path, *, synchronous: str = "normal", max_bytes: int = 0, count: int = 0, delay: float = 0
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    argv = [sys.executable, "-c", CHILD_SOURCE, str(path), synchronous]
+    argv += [str(max_bytes), str(count), str(delay)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    assert ready.startswith("ready"), ready
+    return proc
+
+
+def test_kill_9_mid_append_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    rng = random.Random(9)
+    acknowledged = 0
+    for round_no in range(6):
+        proc = start_child(
+            path,
+            synchronous="normal" if round_no % 2 == 0 else "full",
+            max_bytes=4_000_000 if round_no >= 3 else 0,  # later rounds also die mid-trim
+        )
+        try:
+            # Wait for some acknowledgements, then a random moment more, then kill -9.
+            assert proc.stdout is not None
+            lines = []
+            for _ in range(rng.randint(2, 40)):
+                lines.append(proc.stdout.readline())
+                assert lines[-1], "child exited early"
+            proc.send_signal(signal.SIGKILL)
+            rest, _ = proc.communicate(timeout=scaled(10))
+            lines.append(rest)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        reported = [int(x) for x in "".join(lines).split()]
+        if reported:
+            acknowledged = max(acknowledged, *reported)
+        first, last = check_file(path)
+        assert last >= acknowledged, f"round {round_no}: acknowledged {acknowledged}, kept {last}"
+        conn = sqlite3.connect(path)
+        try:
+            seqs = [s for (s,) in conn.execute("SELECT seq FROM entries ORDER BY seq")]
+            assert seqs == list(range(first, last + 1)), "gap or duplicate after kill -9"
+            for seq, payload in conn.execute("SELECT seq, payload FROM entries"):
+                assert payload == child_payload(seq), f"seq {seq} corrupted"  # type: ignore[operator]
+        finally:
+            conn.close()
+    assert acknowledged > 0
+    assert first > 1, "retention never ran: the mid-trim rounds tested nothing"
+
+
+async def test_follow_sees_appends_of_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    async with SqliteJournal(path, options=FAST) as journal:
+        follower = asyncio.create_task(collect(journal, 1, 60, timeout=30))
+        child = await asyncio.to_thread(start_child, path, count=60, delay=0.005)
+        got = await follower
+        await asyncio.to_thread(child.wait, scaled(10))
+        assert [e.seq for e in got] == list(range(1, 61))
+        assert all(e.payload == child_payload(e.seq) for e in got)  # type: ignore[operator]
+
+        async def bounds_caught_up() -> bool:
+            return (await journal.bounds()).last_seq == 60
+
+        await eventually(bounds_caught_up, 10, "bounds to see the other process")
+
+
+async def test_follow_polls_without_inotify(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    options = SqliteOptions(watch_wal=False, poll_interval_s=0.02)
+    async with SqliteJournal(path, options=options) as journal:
+        follower = asyncio.create_task(collect(journal, 1, 10, timeout=30))
+        child = await asyncio.to_thread(start_child, path, count=10, delay=0.01)
+        assert [e.seq for e in await follower] == list(range(1, 11))
+        await asyncio.to_thread(child.wait, scaled(10))
+
+
+# -- files we refuse, URLs ---------------------------------------------------------------------
+
+
+async def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    async with SqliteJournal(path) as journal:
+        await journal.append(make_entries(1, 3))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(JournalError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        SqliteJournal(path)
+
+
+def test_foreign_files_are_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(JournalError, match="not a disksync journal"):
+        SqliteJournal(other)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(8192))
+    with pytest.raises(JournalError):
+        SqliteJournal(garbage)
+
+
+async def test_open_journal_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url, expected in [
+        ("sqlite:rel/journal.db", tmp_path / "rel" / "journal.db"),
+        (f"sqlite:{tmp_path}/abs.db", tmp_path / "abs.db"),
+        (f"sqlite://{tmp_path}/three.db", tmp_path / "three.db"),
+        (f"sqlite:{tmp_path}/full.db?synchronous=full", tmp_path / "full.db"),
+    ]:
+        journal = open_journal(url, retention=Retention(max_bytes=10**9))
+        assert isinstance(journal, SqliteJournal)
+        assert journal.path.resolve() == expected
+        assert journal.options.synchronous == ("full" if "synchronous" in url else "normal")
+        await journal.close()
+        assert expected.exists()
+    for bad in [
+        "nats://127.0.0.1:4222",
+        "sqlite:",
+        "postgres://x",
+        "journal.db",
+        f"sqlite:{tmp_path}",
+        "sqlite:x.db?synchronous=off",
+        "sqlite:x.db?mode=ro",
+    ]:
+        with pytest.raises(ConfigError):
+            open_journal(bad)
+
+
+# -- SQLite extensions and details -------------------------------------------------------------
+
+
+async def test_get_single_entry(tmp_path: Path) -> None:
+    options = SqliteOptions(retention_interval_s=0.05)
+    async with SqliteJournal(tmp_path / "j.db", options=options) as journal:
+        await journal.append(make_entries(1, 5) + make_entries(8, 9))
+        entry = await journal.get(3)
+        assert entry is not None
+        assert stored([entry]) == stored(make_entries(3, 3))
+        assert await journal.get(6) is None  # upstream gap
+        assert await journal.get(10) is None  # not yet written
+    async with SqliteJournal(tmp_path / "j.db", retention=Retention(max_bytes=64)) as journal:
+        assert await journal.enforce_retention() == 6
+        with pytest.raises(RetentionError):
+            await journal.get(3)
+
+
+async def test_read_max_bytes_bounds_a_batch(tmp_path: Path) -> None:
+    async with SqliteJournal(tmp_path / "j.db") as journal:
+        await journal.append(make_entries(1, 20, size=1000))
+        assert [e.seq for e in await journal.read(1, 100, max_bytes=3500)] == [1, 2, 3]
+        assert [e.seq for e in await journal.read(5, 2, max_bytes=10**6)] == [5, 6]
+        # One entry larger than the budget still comes back: a reader never stalls.
+        assert [e.seq for e in await journal.read(20, 100, max_bytes=10)] == [20]
+        assert await journal.read(21, 100, max_bytes=10) == []
+
+
+async def test_trim_watermark_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    async with SqliteJournal(path, retention=Retention(max_bytes=640)) as journal:
+        await journal.append(make_entries(100, 120))
+        await journal.enforce_retention()
+        assert (await journal.bounds()).first_seq == 111
+    async with SqliteJournal(path) as journal:  # no retention configured any more
+        with pytest.raises(RetentionError) as info:
+            await journal.read(100, 5)
+        assert info.value.first_seq == 111
+        assert [e.seq for e in await journal.read(111, 2)] == [111, 112]
+
+
+async def test_follower_is_told_when_the_journal_closes(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.db")
+    await journal.append(make_entries(1, 2))
+    follower = asyncio.create_task(collect(journal, 1, 99, timeout=30))
+    await asyncio.sleep(0.05)
+    await journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        await follower
+    with pytest.raises(JournalError, match="closed"):
+        await journal.read(1, 1)
+
+
+async def test_append_blocks_not_the_event_loop(tmp_path: Path) -> None:
+    """While a 50 MB append is being written, the loop keeps running other tasks."""
+    async with SqliteJournal(tmp_path / "j.db") as journal:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        before = ticks
+        await journal.append(make_entries(1, 1, size=50 * 1024 * 1024))
+        after = ticks
+        task.cancel()
+        assert after > before
+
+
+async def test_metrics_count_what_happened(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    journal = open_journal(
+        f"sqlite:{tmp_path / 'j.db'}", retention=Retention(max_bytes=64 * 5), registry=registry
+    )
+    async with journal as journal:
+        assert isinstance(journal, SqliteJournal)
+        await journal.append(make_entries(1, 10))
+        await journal.append(make_entries(9, 12))
+        with pytest.raises(ConflictError):
+            await journal.append([Entry(12, b"other", 0, 0)])
+        await journal.enforce_retention()
+
+        def value(name: str) -> float | None:
+            return registry.get_sample_value(name)
+
+        assert value("disksync_journal_appended_entries_total") == 12
+        assert value("disksync_journal_appended_bytes_total") == 12 * 64
+        assert value("disksync_journal_duplicate_entries_total") == 2
+        assert value("disksync_journal_conflicts_total") == 1
+        assert value("disksync_journal_trimmed_entries_total") == 7
+        assert value("disksync_journal_append_seconds_count") == 2
+        assert (value("disksync_journal_first_seq"), value("disksync_journal_last_seq")) == (8, 12)
+        assert value("disksync_journal_bytes") == 5 * 64
+
+
+def test_a_journal_belongs_to_one_event_loop(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.db")
+    asyncio.run(journal.append(make_entries(1, 1)))
+    with pytest.raises(JournalError, match="another event loop"):
+        asyncio.run(journal.read(1, 1))
+    asyncio.run(journal.close())  # close() needs no loop of its own
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """The writer's own checkpoint would only start at 1000 pages (64 MB); the background
+    checkpointer keeps the WAL near ``checkpoint_bytes`` instead."""
+    path = tmp_path / "j.db"
+    wal = Path(f"{path}-wal")
+    options = SqliteOptions(checkpoint_bytes=256 * 1024)
+    largest = 0
+    async with SqliteJournal(path, options=options) as journal:
+        for first in range(1, 41):
+            await journal.append(make_entries(first, first, size=512 * 1024))
+            largest = max(largest, file_size(wal))
+            await asyncio.sleep(0.005)
+    assert largest < 20 * 512 * 1024, f"WAL grew to {largest} bytes"
+    check_file(path)
