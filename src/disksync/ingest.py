@@ -1,0 +1,327 @@
+"""Ingest: the node's replica log (``source``) appended to the journal, exactly once per seq.
+
+Rules kept here:
+* The resume point is the journal's last seq: on a non-empty journal the tailer starts at
+  ``last_seq + 1`` and ``start`` is ignored (logged). There is no second checkpoint.
+* A line whose seq is <= the last journaled seq is a repeat (a restarted node writes some
+  heights again): equal bytes are skipped and counted; different bytes raise the alarm (error
+  log + ``disksync_ingest_conflicts_total``) and the journaled version is kept. A repeat of a
+  seq the journal does not hold (it fell in an earlier gap, or below retention) is counted as
+  ``late`` and not journaled: the journal only grows forward.
+* A forward jump in seq is a real upstream gap: what exists is published, the gap is logged
+  and counted (``disksync_ingest_gap_seqs_total`` = missing seqs).
+* Appends are batched (whatever the tailer has, bounded in bytes and lines), so catching up is
+  fast while a single live line is appended the moment it is read. Reading and appending are
+  two tasks joined by a queue of at most two batches; a source error travels through that
+  queue behind the batches read before it, so they are journaled before the ingest stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from disksync.entry import Entry, SourceStatus
+from disksync.errors import ConflictError, RetentionError
+from disksync.journal.base import Journal
+from disksync.source import SourceMetrics, Tailer, TailerConfig
+
+log = logging.getLogger(__name__)
+
+_QUEUE_BATCHES = 2
+_BatchQueue = asyncio.Queue[list[Entry] | Exception]
+_LOG_EVERY_S = 1.0  # at most one conflict / late-line log record per second (then a summary)
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of an exception group that is not a cancellation (else the first leaf),
+    so a task group's failure surfaces as the one error that caused it."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    failures = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
+    return failures[0] if failures else leaves[0]
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(f"disksync_ingest_{name}", doc, registry=registry)
+
+        self.appended = counter("appended", "Lines appended to the journal")
+        self.appended_bytes = counter("appended_bytes", "Payload bytes appended to the journal")
+        self.duplicates = counter(
+            "duplicates", "Repeated lines (seq already journaled, equal bytes) skipped"
+        )
+        self.conflicts = counter(
+            "conflicts", "ALARM: repeated seq with different bytes (journaled version kept)"
+        )
+        self.late = counter("late", "Lines for a seq below the head that the journal lacks")
+        self.gaps = counter("gaps", "Forward jumps in seq (upstream gaps)")
+        self.gap_seqs = counter("gap_seqs", "Seqs missing upstream, summed over all gaps")
+        self.head_seq = Gauge("disksync_ingest_head_seq", "Last journaled seq", registry=registry)
+        self.source_age = Gauge(
+            "disksync_source_age_seconds",
+            "Time since the node last wrote its replica log (newest file mtime)",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "disksync_ingest_lag_seconds",
+            "Ingest time minus block time of the last appended line",
+            registry=registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    """Cumulative figures for progress lines (rates are differences of two snapshots)."""
+
+    lines: int
+    bytes: int
+    duplicates: int
+    conflicts: int
+    gap_seqs: int
+    head_seq: int | None
+    lag_ms: int | None
+    file: str | None
+
+
+class _Throttle:
+    """Lets one log record through per interval and counts the ones it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next = 0.0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._interval_s
+            return True
+        self.suppressed += 1
+        return False
+
+
+class Ingest:
+    def __init__(
+        self,
+        journal: Journal,
+        data_dir: Path,
+        *,
+        start: str | int = "latest",
+        tailer_config: TailerConfig | None = None,
+        registry: CollectorRegistry | None = None,
+        stall_after_s: float = 10.0,
+        wall_ns: Callable[[], int] = time.time_ns,
+        on_appended: Callable[[Sequence[Entry]], None] | None = None,
+    ) -> None:
+        registry = registry if registry is not None else CollectorRegistry()
+        self._journal = journal
+        self._data_dir = data_dir
+        self._start = start
+        self._tailer_config = tailer_config or TailerConfig()
+        self._source_metrics = SourceMetrics(registry)
+        self._metrics = IngestMetrics(registry)
+        self._stall_after_s = stall_after_s
+        self._wall_ns = wall_ns
+        self._on_appended = on_appended
+        self._tailer: Tailer | None = None
+        self._last_seq: int | None = None
+        self._lag_ms: int | None = None
+        self._lines = self._bytes = self._duplicates = self._conflicts = self._gap_seqs = 0
+        self._conflict_log = _Throttle(_LOG_EVERY_S)
+        self._late_log = _Throttle(_LOG_EVERY_S)
+        self._metrics.lag.set_function(lambda: (self._lag_ms or 0) / 1000)
+        self._metrics.source_age.set_function(lambda: (self.status().age_ms or 0) / 1000)
+
+    def status(self) -> SourceStatus:
+        """Freshness of the node's log, for heartbeats and ``/v1/status``."""
+        if self._tailer is None:
+            return SourceStatus("starting", None, None)
+        return self._tailer.status(self._stall_after_s)
+
+    def stats(self) -> IngestStats:
+        tailer = self._tailer
+        current = tailer.current_file if tailer else None
+        return IngestStats(
+            lines=self._lines,
+            bytes=self._bytes,
+            duplicates=self._duplicates,
+            conflicts=self._conflicts,
+            gap_seqs=self._gap_seqs,
+            head_seq=self._last_seq,
+            lag_ms=self._lag_ms,
+            file=str(current) if current else None,
+        )
+
+    async def run(self) -> None:
+        """Follow the log and append it until cancelled; ``SourceError`` / ``JournalError``
+        when it cannot go on."""
+        bounds = await self._journal.bounds()
+        self._last_seq = bounds.last_seq
+        start: str | int = self._start
+        if bounds.last_seq is not None:
+            start = bounds.last_seq + 1
+            self._metrics.head_seq.set(bounds.last_seq)
+            log.info(
+                "journal holds seqs up to %d: resuming at %d (start=%s ignored)",
+                bounds.last_seq,
+                start,
+                self._start,
+            )
+        else:
+            log.info("journal is empty: starting at %s", start)
+        self._tailer = Tailer(
+            self._data_dir, start, self._tailer_config, self._source_metrics, wall_ns=self._wall_ns
+        )
+        queue: _BatchQueue = asyncio.Queue(maxsize=_QUEUE_BATCHES)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(self._tailer, queue))
+                group.create_task(self._append_loop(queue))
+        except BaseExceptionGroup as group_error:
+            raise first_failure(group_error) from None
+
+    async def _read(self, tailer: Tailer, queue: _BatchQueue) -> None:
+        try:
+            async with contextlib.aclosing(tailer.batches()) as batches:
+                async for batch in batches:
+                    await queue.put(batch)
+        except Exception as exc:
+            # Hand the error over behind the batches already read, so everything before the
+            # point where the source broke is journaled before the ingest stops.
+            await queue.put(exc)
+
+    async def _append_loop(self, queue: _BatchQueue) -> None:
+        while True:
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            await self.ingest(item)
+
+    async def ingest(self, batch: Sequence[Entry]) -> None:
+        """Append ``batch`` (tailer order) after sorting out repeats and gaps."""
+        fresh: list[Entry] = []
+        repeats: list[Entry] = []  # ascending run of seqs <= the head, checked together
+        for entry in batch:
+            last = self._last_seq
+            if last is not None and entry.seq <= last:
+                if fresh:
+                    await self._append(fresh)
+                    fresh = []
+                if repeats and entry.seq <= repeats[-1].seq:
+                    await self._check_repeats(repeats)
+                    repeats = []
+                repeats.append(entry)
+                continue
+            if repeats:
+                await self._check_repeats(repeats)
+                repeats = []
+            if last is not None and entry.seq > last + 1:
+                self._note_gap(last, entry.seq)
+            fresh.append(entry)
+            self._last_seq = entry.seq
+        if repeats:
+            await self._check_repeats(repeats)
+        if fresh:
+            await self._append(fresh)
+
+    async def _append(self, entries: list[Entry]) -> None:
+        try:
+            result = await self._journal.append(entries)
+        except ConflictError as exc:
+            # Only another writer on the same journal can get here (repeats were filtered):
+            # sort the batch out entry by entry against what is journaled now.
+            log.error("append conflicted at seq %d; re-checking the batch", exc.seq)
+            bounds = await self._journal.bounds()
+            self._last_seq = bounds.last_seq
+            for entry in entries:
+                if self._last_seq is not None and entry.seq <= self._last_seq:
+                    await self._check_repeats([entry])
+                else:
+                    await self._journal.append([entry])
+                    self._last_seq = entry.seq
+            return
+        if result.duplicates:
+            self._duplicates += result.duplicates
+            self._metrics.duplicates.inc(result.duplicates)
+        size = sum(len(e.payload) for e in entries)
+        self._lines += len(entries)
+        self._bytes += size
+        self._metrics.appended.inc(len(entries))
+        self._metrics.appended_bytes.inc(size)
+        newest = entries[-1]
+        self._metrics.head_seq.set(newest.seq)
+        self._lag_ms = max(0, newest.ingest_ts_us // 1000 - newest.ts_ms)
+        if self._on_appended is not None:
+            self._on_appended(entries)
+
+    async def _check_repeats(self, entries: list[Entry]) -> None:
+        """Compare repeated lines (ascending seqs) with what is journaled, in few reads."""
+        stored: dict[int, bytes] = {}
+        start, end = entries[0].seq, entries[-1].seq
+        while start <= end:
+            try:
+                rows = await self._journal.read(start, min(len(entries), end - start + 1))
+            except RetentionError as exc:
+                start = exc.first_seq  # the older ones were dropped: they are "late" below
+                continue
+            rows = [row for row in rows if row.seq <= end]
+            if not rows:
+                break
+            stored.update((row.seq, row.payload) for row in rows)
+            start = rows[-1].seq + 1
+        for entry in entries:
+            self._judge_repeat(entry, stored.get(entry.seq))
+
+    def _judge_repeat(self, entry: Entry, stored: bytes | None) -> None:
+        if stored is None:
+            self._metrics.late.inc()
+            if self._late_log.allow():
+                log.warning(
+                    "line for seq %d arrived after the journal moved past it and the journal "
+                    "lacks it (an earlier gap, or below retention); not journaled",
+                    entry.seq,
+                    extra={"suppressed": self._late_log.suppressed},
+                )
+            return
+        if stored == entry.payload:
+            self._duplicates += 1
+            self._metrics.duplicates.inc()
+            return
+        self._conflicts += 1
+        self._metrics.conflicts.inc()
+        if self._conflict_log.allow():
+            log.error(
+                "ALARM: seq %d repeated with different bytes (%d journaled, %d now); keeping "
+                "the journaled version",
+                entry.seq,
+                len(stored),
+                len(entry.payload),
+                extra={"suppressed": self._conflict_log.suppressed},
+            )
+
+    def _note_gap(self, last: int, seq: int) -> None:
+        missing = seq - last - 1
+        self._gap_seqs += missing
+        self._metrics.gaps.inc()
+        self._metrics.gap_seqs.inc(missing)
+        log.warning(
+            "upstream gap: %d seq(s) missing between %d and %d; publishing what exists",
+            missing,
+            last,
+            seq,
+        )

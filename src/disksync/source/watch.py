@@ -1,0 +1,122 @@
+"""Wake the tailer when the log directory changes: inotify on the running loop, if it can.
+
+Rules kept here:
+* inotify is an accelerator, never a dependency: without it (not Linux, no module, no
+  watches left) ``wait`` simply times out and the caller polls.
+* The inotify descriptor is read on the loop (``add_reader``), never in a thread; the callback
+  only sets flags, so it cannot fail the tailer.
+* Watches follow the directories the caller names; directories it no longer names are
+  unwatched, so a node running for months does not accumulate one watch per day.
+* ``tree_changed`` is raised by events that can add or remove files (create, delete, move,
+  queue overflow); writes only wake the waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:
+    from inotify_simple import INotify
+    from inotify_simple import flags as _flags
+except ImportError:  # pragma: no cover - non-Linux
+    INotify = None
+    _flags = None
+
+
+class Watcher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, enabled: bool = True) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._inotify: Any = None
+        self._wds: dict[Path, int] = {}
+        self.tree_changed = True
+        if enabled and INotify is not None:
+            try:
+                self._inotify = INotify(nonblocking=True)
+                loop.add_reader(self._inotify.fileno(), self._on_readable)
+            except OSError as exc:
+                log.warning("inotify unavailable (%s); polling only", exc)
+                self._inotify = None
+            else:
+                self._mask = (
+                    _flags.CREATE
+                    | _flags.MODIFY
+                    | _flags.CLOSE_WRITE
+                    | _flags.MOVED_TO
+                    | _flags.MOVED_FROM
+                    | _flags.DELETE
+                    | _flags.DELETE_SELF
+                )
+                self._tree_mask = (
+                    _flags.CREATE
+                    | _flags.MOVED_TO
+                    | _flags.MOVED_FROM
+                    | _flags.DELETE
+                    | _flags.DELETE_SELF
+                    | _flags.IGNORED
+                    | _flags.Q_OVERFLOW
+                )
+
+    @property
+    def active(self) -> bool:
+        return self._inotify is not None
+
+    def watch(self, dirs: Iterable[Path]) -> None:
+        """Watch exactly these directories (missing ones are skipped until named again)."""
+        if self._inotify is None:
+            return
+        wanted = set(dirs)
+        for path in list(self._wds):
+            if path not in wanted:
+                wd = self._wds.pop(path)
+                try:
+                    self._inotify.rm_watch(wd)
+                except OSError:
+                    pass  # already gone with its directory
+        for path in wanted:
+            if path in self._wds:
+                continue
+            try:
+                self._wds[path] = self._inotify.add_watch(path, self._mask)
+            except OSError:
+                pass  # not there yet, or gone: polling covers it
+
+    def clear(self) -> None:
+        """Forget wake-ups so far (call before looking at the files)."""
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Until something changed or ``timeout`` seconds passed."""
+        if timeout <= 0 or self._event.is_set():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            pass
+
+    def _on_readable(self) -> None:
+        try:
+            events = self._inotify.read(timeout=0)
+        except OSError:
+            events = []
+        for event in events:
+            if event.mask & self._tree_mask:
+                self.tree_changed = True
+            if event.mask & _flags.IGNORED:
+                for path, wd in list(self._wds.items()):
+                    if wd == event.wd:
+                        del self._wds[path]
+        self._event.set()
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._loop.remove_reader(self._inotify.fileno())
+            self._inotify.close()
+            self._inotify = None
