@@ -59,23 +59,32 @@ def parse_close_reason(reason: str) -> dict[str, object]:
 # ---- server frames ------------------------------------------------------------------------
 
 
+def _replica_cmd_parts(entry: Entry, publish_ts_us: int) -> tuple[bytes, ...]:
+    return (
+        b'{"type":"replica_cmd","seq":',
+        str(entry.seq).encode(),
+        b',"raw_hex":"',
+        binascii.hexlify(entry.payload),
+        b'","ts_ms":',
+        str(entry.ts_ms).encode(),
+        b',"ingest_ts_us":',
+        str(entry.ingest_ts_us).encode(),
+        b',"publish_ts_us":',
+        str(publish_ts_us).encode(),
+        b"}",
+    )
+
+
 def encode_replica_cmd(entry: Entry, publish_ts_us: int) -> bytes:
     """The ``replica_cmd`` JSON message. One allocation for the hex, one for the join."""
-    return b"".join(
-        (
-            b'{"type":"replica_cmd","seq":',
-            str(entry.seq).encode(),
-            b',"raw_hex":"',
-            binascii.hexlify(entry.payload),
-            b'","ts_ms":',
-            str(entry.ts_ms).encode(),
-            b',"ingest_ts_us":',
-            str(entry.ingest_ts_us).encode(),
-            b',"publish_ts_us":',
-            str(publish_ts_us).encode(),
-            b"}",
-        )
-    )
+    return b"".join(_replica_cmd_parts(entry, publish_ts_us))
+
+
+def replica_cmd_frame(entry: Entry, publish_ts_us: int) -> bytes:
+    """``ws_frame(OP_TEXT, encode_replica_cmd(...))`` with one copy of the hex instead of two."""
+    parts = _replica_cmd_parts(entry, publish_ts_us)
+    header = ws_frame_header(OP_TEXT, sum(len(p) for p in parts))
+    return b"".join((header, *parts))
 
 
 def encode_connected(

@@ -1,0 +1,240 @@
+"""``disksync serve``: source + journal + feed server in one process (SPEC §6).
+
+Rules kept here:
+* Settings come from ``--config`` (``[serve]`` table) < ``DISKSYNC_*`` < flags, once, here.
+* Every long-lived task (ingest, progress, the feed server) runs in one ``asyncio.TaskGroup``
+  inside ``run_serve``; when one fails the others are cancelled and the error is reported as
+  one line (exit 1). SIGINT/SIGTERM set a stop event: everything is cancelled, the journal is
+  closed, exit 0.
+* Without ``--data-dir`` there is no ingest (edge mode: another process fills the journal).
+* A missing ``--data-dir`` is reported before anything starts; a data dir without
+  ``replica_cmds/`` yet is waited for (the node may not have written anything yet), with a log
+  line every 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from disksync.cli.common import settings_from
+from disksync.config import ServeSettings, parse_listen, parse_start
+from disksync.entry import SourceStatus
+from disksync.ingest import Ingest, IngestStats, first_failure
+from disksync.journal import Retention, open_journal
+from disksync.keys import open_keystore
+from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
+from disksync.source import TailerConfig, check_data_dir
+
+log = logging.getLogger("disksync.serve")
+
+PROGRESS_EVERY_S = 5.0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="tail the node's replica log into the journal and serve it",
+        description="Source + journal + feed server. Without --data-dir: edge mode.",
+    )
+    p.add_argument("--config", type=Path, help="TOML settings file ([serve] table)")
+    p.add_argument("--data-dir", help="the node's data dir, holding replica_cmds/")
+    p.add_argument("--state-dir", help="journal and keys live here (default ./disksync-state)")
+    p.add_argument("--journal", help="sqlite:PATH (default STATE_DIR/journal.sqlite) or nats://")
+    p.add_argument("--keys", help="key store URL (default sqlite:STATE_DIR/keys.sqlite)")
+    p.add_argument("--listen", help="HOST:PORT of the feed (default 127.0.0.1:8765)")
+    p.add_argument("--tls-cert", help="TLS certificate chain (PEM)")
+    p.add_argument("--tls-key", help="TLS private key (PEM)")
+    p.add_argument(
+        "--allow-plaintext",
+        action="store_const",
+        const=True,
+        default=None,
+        help="allow ws:// on a non-loopback listen address",
+    )
+    p.add_argument(
+        "--start",
+        help="where an empty journal begins: earliest, latest (default) or a seq",
+    )
+    p.add_argument("--region", help="region name reported by /v1/status")
+    p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
+    p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
+    p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
+    p.add_argument(
+        "--no-inotify",
+        action="store_true",
+        help="follow the log by polling only (inotify is used when available)",
+    )
+    p.set_defaults(run=run)
+
+
+_SETTING_FLAGS = (
+    "data_dir",
+    "state_dir",
+    "journal",
+    "keys",
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "allow_plaintext",
+    "start",
+    "region",
+    "poll_interval_s",
+    "max_line_bytes",
+    "stall_after_s",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(
+        ServeSettings,
+        config_file=args.config,
+        section="serve",
+        flags={name: getattr(args, name) for name in _SETTING_FLAGS},
+    )
+    parse_start(settings.start)  # a bad --start is a usage error before anything runs
+    parse_listen(settings.listen)
+    if settings.data_dir is not None:
+        check_data_dir(settings.data_dir)  # SourceError: one line, exit 1
+    runner = _runner()
+    with runner:
+        runner.run(_main(settings, use_inotify=not args.no_inotify))
+    return 0
+
+
+def _runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.Runner()
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return asyncio.Runner(loop_factory=factory)
+
+
+async def _main(settings: ServeSettings, *, use_inotify: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_serve(settings, stop, use_inotify=use_inotify)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+class _Shutdown(Exception):
+    """Raised inside the task group to cancel every task on a stop request."""
+
+
+def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> TailerConfig:
+    return TailerConfig(
+        poll_interval_s=settings.poll_interval_s,
+        max_line_bytes=settings.max_line_bytes,
+        use_inotify=use_inotify,
+    )
+
+
+async def run_serve(
+    settings: ServeSettings,
+    stop: asyncio.Event,
+    *,
+    use_inotify: bool = True,
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """Build the journal, run the ingest (when there is a data dir) and the feed server until
+    ``stop`` is set. The first task to fail ends all of them; its error is raised as is."""
+    registry = registry if registry is not None else CollectorRegistry()
+    ssl_context = ssl_context_from(settings.tls_cert, settings.tls_key)
+    server_config = ServerConfig.from_settings(settings, ssl_context)
+    check_plaintext(
+        server_config.host, tls=ssl_context is not None, allow_plaintext=settings.allow_plaintext
+    )
+    journal = open_journal(
+        settings.journal_url(),
+        retention=Retention(settings.retention_max_age_s, settings.retention_max_bytes),
+    )
+    ingest: Ingest | None = None
+    if settings.data_dir is not None:
+        ingest = Ingest(
+            journal,
+            settings.data_dir,
+            start=parse_start(settings.start),
+            tailer_config=tailer_config(settings, use_inotify=use_inotify),
+            registry=registry,
+            stall_after_s=settings.stall_after_s,
+        )
+    keys = open_keystore(settings.keys, settings.state_dir, registry=registry)
+    feed = FeedServer(
+        server_config,
+        journal=journal,
+        keys=keys,
+        registry=registry,
+        # Edge mode: the server derives freshness from the journal's newest ingest_ts_us.
+        source_status=ingest.status if ingest is not None else None,
+    )
+    try:
+        async with asyncio.TaskGroup() as group:
+            if ingest is not None:
+                group.create_task(ingest.run(), name="ingest")
+                group.create_task(_progress(ingest), name="progress")
+            feed_task = group.create_task(feed.run(), name="feed")
+            await stop.wait()
+            # Graceful: every feed client gets 1000 {"next_seq":N} before anything is cancelled.
+            feed.stop()
+            await feed_task
+            raise _Shutdown
+    except BaseExceptionGroup as group_error:
+        failures = group_error.split(_Shutdown)[1]
+        if failures is not None:
+            raise first_failure(failures) from None
+        log.info("stopped on signal")
+    finally:
+        await keys.aclose()
+        await journal.close()
+
+
+def edge_status() -> SourceStatus:
+    """Source status of a process without a local source."""
+    return SourceStatus("absent", None, None)
+
+
+async def _progress(ingest: Ingest) -> None:
+    """One log line every ~5 s: rates since the last line, head, lag, file."""
+    before = ingest.stats()
+    then = time.monotonic()
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        now = time.monotonic()
+        stats = ingest.stats()
+        _log_progress(before, stats, now - then, ingest.status())
+        before, then = stats, now
+
+
+def _log_progress(
+    before: IngestStats, stats: IngestStats, elapsed_s: float, status: SourceStatus
+) -> None:
+    elapsed_s = max(elapsed_s, 1e-9)
+    lines_s = (stats.lines - before.lines) / elapsed_s
+    mb_s = (stats.bytes - before.bytes) / elapsed_s / 1e6
+    lag = f"{stats.lag_ms / 1000:.2f}s" if stats.lag_ms is not None else "-"
+    age = f"{status.age_ms / 1000:.1f}s" if status.age_ms is not None else "-"
+    log.info(
+        "ingest %.1f lines/s %.2f MB/s head_seq=%s lag=%s source=%s age=%s file=%s",
+        lines_s,
+        mb_s,
+        stats.head_seq,
+        lag,
+        status.state,
+        age,
+        stats.file,
+        extra={"duplicates": stats.duplicates, "conflicts": stats.conflicts},
+    )

@@ -1,0 +1,276 @@
+"""The feed server: listener, fan-out, timers, key watch and shutdown under one TaskGroup.
+
+Rules kept here:
+* Structured concurrency: ``run()`` owns a TaskGroup holding the fan-out follower, the ticker
+  (heartbeats, pings), the key watcher and one task per connection. Nothing is fire-and-forget;
+  a connection's failure is confined to that connection (``app``/``session`` catch it).
+* Bounded: at most ``max_pending`` connections without a complete request head (the oldest is
+  dropped past that, so a flood of half-open sockets evicts itself, not real clients), at most
+  ``max_clients`` feed sessions, ``max_connections`` per key.
+* Shutdown (``stop()``): stop accepting, close every feed session 1000 ``{"next_seq":N}``, close
+  idle HTTP connections, wait up to ``close_timeout_s`` for the closing handshakes, then drop.
+* Configuration comes in as a ``ServerConfig``; this module reads no environment or files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from disksync.config import MiB, ServeSettings, parse_listen
+from disksync.entry import SourceStatus
+from disksync.journal.base import Journal
+from disksync.keys import SqliteKeyStore
+from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
+from disksync.ratelimit import RateLimiter
+from disksync.server.app import Connection
+from disksync.server.fanout import Fanout, LagLimits, Ring
+from disksync.server.http_api import source_view
+from disksync.server.metrics import ServerMetrics
+from disksync.server.session import FeedSession
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    ssl_context: ssl.SSLContext | None = None
+    region: str = "local"
+    heartbeat_s: float = 5.0
+    stall_after_s: float = 10.0
+    max_lag_bytes: int = 32 * MiB
+    max_lag_seqs: int = 1000
+    max_clients: int = 1000
+    metrics_enabled: bool = True
+    ring_max_entries: int | None = None  # default: max_lag_seqs + 64
+    ring_max_bytes: int | None = None  # default: 2 * max_lag_bytes
+    high_water: int = 1 * MiB  # per-connection socket buffer before a session falls behind
+    handshake_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 30.0
+    max_pending: int = 256
+    max_header_bytes: int = 16 * 1024
+    ping_interval_s: float = 20.0
+    close_timeout_s: float = 30.0
+    slow_grace_s: float = 2.0
+    max_from_seq_ahead: int = 100_000
+    key_watch_interval_s: float = 0.2
+
+    @classmethod
+    def from_settings(
+        cls, settings: ServeSettings, ssl_context: ssl.SSLContext | None
+    ) -> ServerConfig:
+        host, port = parse_listen(settings.listen)
+        return cls(
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            region=settings.region,
+            heartbeat_s=settings.heartbeat_s,
+            stall_after_s=settings.stall_after_s,
+            max_lag_bytes=settings.max_lag_bytes,
+            max_lag_seqs=settings.max_lag_seqs,
+            max_clients=settings.max_clients,
+            metrics_enabled=settings.metrics,
+        )
+
+    def public_url(self, port: int | None = None) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port if port is None else port}"
+
+
+class FeedServer:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        journal: Journal,
+        keys: SqliteKeyStore,
+        registry: CollectorRegistry,
+        source_status: Callable[[], SourceStatus] | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.keys = keys
+        self.registry = registry
+        self.source_status = source_status
+        self.rate_limiter = rate_limiter or RateLimiter()
+        self.metrics = ServerMetrics(registry)
+        ring = Ring(
+            config.ring_max_entries or config.max_lag_seqs + 64,
+            config.ring_max_bytes or 2 * config.max_lag_bytes,
+        )
+        limits = LagLimits(
+            config.max_lag_seqs, config.max_lag_bytes, config.high_water, config.slow_grace_s
+        )
+        self.fanout = Fanout(journal, ring, limits, self.metrics)
+        self.ready = False
+        self.stopping = False
+        self.port: int | None = None
+        self.bound = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._connections: dict[Connection, None] = {}
+        self._pending: dict[Connection, None] = {}
+        self._sessions: dict[FeedSession, None] = {}
+        self._per_key: dict[str, int] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler, more than once)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            follower = tg.create_task(self.fanout.run(), name="fanout")
+            started = tg.create_task(self.fanout.started.wait())
+            await asyncio.wait({follower, started}, return_when=asyncio.FIRST_COMPLETED)
+            if follower.done():
+                started.cancel()
+                return  # the TaskGroup re-raises the follower's error
+            listener = await loop.create_server(
+                lambda: Connection(self),
+                self.config.host,
+                self.config.port,
+                ssl=self.config.ssl_context,
+                ssl_handshake_timeout=self.config.handshake_timeout_s
+                if self.config.ssl_context
+                else None,
+                backlog=1024,
+            )
+            self.port = listener.sockets[0].getsockname()[1]
+            self.ready = True
+            self.bound.set()
+            url = self.config.public_url(self.port).replace("http", "ws", 1) + "/"
+            log.info("feed server listening (HTTP API on the same port)", extra={"url": url})
+            helpers = [
+                tg.create_task(self._ticker(), name="ticker"),
+                tg.create_task(self._watch_keys(), name="key-watch"),
+            ]
+            stop_wait = tg.create_task(self._stop.wait())
+            await asyncio.wait({follower, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            await self._shutdown(listener)
+            for task in (follower, *helpers):
+                task.cancel()
+
+    async def _shutdown(self, listener: asyncio.Server) -> None:
+        self.ready = False
+        self.stopping = True
+        listener.close()
+        for session in tuple(self._sessions):
+            session.close(CloseCode.NORMAL)
+        for conn in tuple(self._connections):
+            if conn.session is None and not conn.busy and conn.transport is not None:
+                conn.transport.close()
+        deadline = time.monotonic() + self.config.close_timeout_s
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in tuple(self._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        log.info("feed server stopped", extra={"next_seq": self.fanout.next_seq()})
+
+    # ---- connection bookkeeping (called by app / session) ------------------------------------
+
+    def adopt(self, conn: Connection) -> None:
+        if self.stopping or self._tg is None:
+            assert conn.transport is not None
+            conn.transport.abort()
+            return
+        self._connections[conn] = None
+        self._pending[conn] = None
+        if len(self._pending) > self.config.max_pending:
+            oldest = next(iter(self._pending))
+            self._pending.pop(oldest)
+            self.metrics.pending_evicted.inc()
+            if oldest.transport is not None:
+                oldest.transport.abort()
+        self._tg.create_task(conn.run())
+
+    def request_started(self, conn: Connection) -> None:
+        self._pending.pop(conn, None)
+
+    def forget(self, conn: Connection) -> None:
+        self._connections.pop(conn, None)
+        self._pending.pop(conn, None)
+
+    def session_started(self, session: FeedSession) -> None:
+        self._sessions[session] = None
+        self._per_key[session.key_id] = self._per_key.get(session.key_id, 0) + 1
+        self.metrics.clients.set(len(self._sessions))
+
+    def session_done(self, session: FeedSession) -> None:
+        if self._sessions.pop(session, 0) is None:
+            left = self._per_key.get(session.key_id, 1) - 1
+            if left > 0:
+                self._per_key[session.key_id] = left
+            else:
+                self._per_key.pop(session.key_id, None)
+        self.metrics.clients.set(len(self._sessions))
+
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def key_sessions(self, key_id: str) -> int:
+        return self._per_key.get(key_id, 0)
+
+    # ---- background tasks -----------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            self.fanout.judge_behind()
+            heartbeat = _Once(self._heartbeat_frame)
+            for session in tuple(self._sessions):
+                session.tick(now, heartbeat.get)
+
+    def _heartbeat_frame(self) -> bytes:
+        source = source_view(self)
+        return ws_frame(
+            OP_TEXT,
+            encode_heartbeat(
+                time.time_ns() // 1_000_000,
+                head_seq=self.fanout.head_seq,
+                source="live" if source.state == "live" else "stalled",
+                source_age_ms=source.age_ms,
+            ),
+        )
+
+    async def _watch_keys(self) -> None:
+        async for change in self.keys.watch(interval_s=self.config.key_watch_interval_s):
+            closing = change.close_feed
+            if not closing:
+                continue
+            for session in tuple(self._sessions):
+                if session.key_id in closing:
+                    log.info("closing revoked key's connection", extra={"key_id": session.key_id})
+                    session.close(CloseCode.POLICY, why="revoked")
+
+
+class _Once:
+    """Builds the shared heartbeat frame at most once per tick, only if some session is due."""
+
+    def __init__(self, build: Callable[[], bytes]) -> None:
+        self.build = build
+        self.value: bytes | None = None
+
+    def get(self) -> bytes:
+        if self.value is None:
+            self.value = self.build()
+        return self.value

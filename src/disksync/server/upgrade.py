@@ -1,0 +1,99 @@
+"""Admission of a WebSocket upgrade: readiness, key, position, capacity (SPEC §3.1).
+
+Rules kept here:
+* The order of checks is fixed: ready (503) -> key (401/403) -> position (410, or 400 when
+  absurdly far ahead) -> capacity (503 ``server_full``, 429 ``too_many_connections``).
+* ``check_capacity`` is synchronous and is called right before the session registers, with no
+  ``await`` in between, so concurrent handshakes of one key cannot both pass the count.
+* Messages never contain the key or the query string.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from disksync.errors import RetentionError
+from disksync.keys import KeyRecord
+from disksync.server.handshake import FeedRequest, Rejected, Rejection
+
+if TYPE_CHECKING:
+    from disksync.server.server import FeedServer
+
+RETRY_AFTER_S = "5"
+
+
+async def admit(server: FeedServer, feed: FeedRequest) -> tuple[KeyRecord, int | None]:
+    """Key and position checks (they await); returns the key's record and first_seq."""
+    check_ready(server)
+    result = await server.keys.authenticate(feed.api_key, feed=True)
+    if not result.ok or result.record is None:
+        raise Rejected(Rejection(result.status, str(result.code), result.message))
+    bounds = await server.journal.bounds()
+    if feed.from_seq is not None:
+        check_position(server, feed.from_seq, bounds.first_seq, bounds.last_seq)
+        if bounds.first_seq is not None and feed.from_seq >= bounds.first_seq:
+            try:
+                await server.journal.read(feed.from_seq, 1)
+            except RetentionError as exc:
+                raise gone(feed.from_seq, exc.first_seq) from None
+    return result.record, bounds.first_seq
+
+
+def check_ready(server: FeedServer) -> None:
+    if not server.ready:
+        raise Rejected(
+            Rejection(
+                503,
+                "not_ready",
+                "the server is starting or stopping",
+                headers=(("Retry-After", RETRY_AFTER_S),),
+            )
+        )
+
+
+def check_capacity(server: FeedServer, key_id: str, max_connections: int) -> None:
+    """Synchronous, right before the session registers."""
+    check_ready(server)
+    if server.session_count() >= server.config.max_clients:
+        raise Rejected(
+            Rejection(
+                503,
+                "server_full",
+                "the server has no room for another feed connection",
+                headers=(("Retry-After", RETRY_AFTER_S),),
+            )
+        )
+    if max_connections and server.key_sessions(key_id) >= max_connections:
+        raise Rejected(
+            Rejection(
+                429,
+                "too_many_connections",
+                f"this key already has {max_connections} feed connections",
+                headers=(("Retry-After", RETRY_AFTER_S),),
+            )
+        )
+
+
+def check_position(server: FeedServer, from_seq: int, first: int | None, last: int | None) -> None:
+    if first is not None and from_seq < first:
+        raise gone(from_seq, first)
+    ahead = server.config.max_from_seq_ahead
+    if last is not None and from_seq > last + 1 + ahead:
+        raise Rejected(
+            Rejection(
+                400,
+                "bad_parameter",
+                f"from_seq is more than {ahead} ahead of the journal head ({last})",
+            )
+        )
+
+
+def gone(from_seq: int, first_seq: int) -> Rejected:
+    return Rejected(
+        Rejection(
+            410,
+            "below_retention",
+            f"from_seq {from_seq} is below retention; the oldest available is {first_seq}",
+            extra={"first_seq": first_seq},
+        )
+    )

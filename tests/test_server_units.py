@@ -1,0 +1,113 @@
+"""Pure parts of the server: the ring's bounds and lookups, frame building, request parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import zstandard
+
+from disksync.entry import Entry
+from disksync.protocol import OP_TEXT, encode_replica_cmd, replica_cmd_frame, ws_frame
+from disksync.server.fanout import Ring, build_frame, wire_size
+from disksync.server.handshake import (
+    FEED_PARAMS,
+    Rejected,
+    parse_feed_request,
+    parse_range_query,
+    parse_target,
+    websocket_accept,
+)
+
+
+def entry(seq: int, size: int = 100) -> Entry:
+    return Entry(seq, b"p" * size, seq, seq)
+
+
+def payload_of(frame: bytes) -> bytes:
+    short = frame[1] & 0x7F
+    return frame[2 if short < 126 else 4 if short == 126 else 10 :]
+
+
+def test_ring_bounds_by_count_and_bytes_keeping_the_newest() -> None:
+    ring = Ring(max_entries=3, max_bytes=10_000)
+    for seq in range(1, 6):
+        ring.append(entry(seq))
+    assert [i.seq for i in ring.items] == [3, 4, 5]
+    ring.append(entry(6, size=50_000))  # larger than max_bytes on its own: still kept
+    assert [i.seq for i in ring.items] == [6]
+    assert ring.bytes == 50_000
+
+
+def test_ring_lookup_with_upstream_gaps_and_backlog() -> None:
+    ring = Ring(max_entries=10, max_bytes=1 << 20)
+    for seq in (10, 11, 15, 16):
+        ring.append(entry(seq))
+    assert ring.index_of(9) is None  # older than the ring
+    assert ring.index_of(12) == 2  # in the gap: the next existing seq
+    assert ring.index_of(17) == 4  # past the head: nothing to send
+    assert ring.backlog_wire(15) == 2 * wire_size(100)
+    assert ring.backlog_wire(17) == 0
+    assert ring.backlog_wire(3) is None
+
+
+def test_frames_are_built_once_and_shared() -> None:
+    ring = Ring(max_entries=10, max_bytes=1 << 20)
+    compressor = zstandard.ZstdCompressor()
+    item = ring.append(entry(1, 5000))
+    first = ring.frame(item, "hex", compressor)
+    assert ring.frame(item, "hex", compressor) is first
+    compressed = ring.frame(item, "zstd", compressor)
+    assert ring.frame(item, "zstd", compressor) is compressed
+    assert compressed[0] == 0x82  # FIN + binary
+    # The zstd frame is the hex frame's JSON, so both carry the same publish_ts_us.
+    json_text = zstandard.ZstdDecompressor().decompress(payload_of(compressed))
+    assert first.endswith(json_text)
+    assert item.entry is None  # payload dropped once both frames exist
+    decoded = json.loads(json_text)
+    assert bytes.fromhex(decoded["raw_hex"]) == b"p" * 5000
+
+
+@pytest.mark.parametrize("size", [0, 10, 125, 126, 40_000, 70_000, 200_000])
+def test_single_copy_frame_equals_framed_json(size: int) -> None:
+    e = entry(7, size)
+    assert replica_cmd_frame(e, 99) == ws_frame(OP_TEXT, encode_replica_cmd(e, 99))
+    assert build_frame(e, "hex", zstandard.ZstdCompressor())[0] == 0x81
+
+
+def test_websocket_accept_rfc6455_example() -> None:
+    assert websocket_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def upgrade_headers(*extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"keep-alive, Upgrade"),
+        (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        (b"sec-websocket-version", b"13"),
+        *extra,
+    ]
+
+
+def test_feed_request_parsing() -> None:
+    target = parse_target(b"/?from_seq=12&encoding=zstd&heartbeat=0&api_key=k", FEED_PARAMS)
+    request = parse_feed_request(b"GET", target, upgrade_headers((b"x-api-key", b"k")))
+    assert (request.from_seq, request.encoding, request.heartbeat_s) == (12, "zstd", 0.0)
+    assert request.api_key == "k"
+    with pytest.raises(Rejected) as refused:
+        parse_feed_request(b"GET", target, upgrade_headers((b"x-api-key", b"other")))
+    assert refused.value.rejection.code == "conflicting_api_key"
+    with pytest.raises(Rejected):
+        parse_feed_request(b"POST", target, upgrade_headers())
+
+
+def test_range_query_parsing() -> None:
+    q = parse_range_query({"from_seq": "5"}, default_limit=1000, max_limit=10000)
+    assert (q.from_seq, q.to_seq, q.limit) == (5, None, 1000)
+    q = parse_range_query(
+        {"from_seq": "5", "to_seq": "9", "limit": "3"}, default_limit=1000, max_limit=10000
+    )
+    assert (q.from_seq, q.to_seq, q.limit) == (5, 9, 3)
+    for bad in ({"from_seq": "5", "limit": "0"}, {"from_seq": "5", "to_seq": "4"}, {}):
+        with pytest.raises(Rejected):
+            parse_range_query(bad, default_limit=1000, max_limit=10000)
