@@ -31,6 +31,7 @@ from disksync.entry import SourceStatus
 from disksync.ingest import Ingest, IngestStats, first_failure
 from disksync.journal import Retention, open_journal
 from disksync.keys import open_keystore
+from disksync.ratelimit import RateLimiter, parse_tier_limits
 from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
 from disksync.source import TailerConfig, check_data_dir
 
@@ -153,6 +154,7 @@ async def run_serve(
     """Build the journal, run the ingest (when there is a data dir) and the feed server until
     ``stop`` is set. The first task to fail ends all of them; its error is raised as is."""
     registry = registry if registry is not None else CollectorRegistry()
+    rate_limiter = RateLimiter(parse_tier_limits(settings.rate_limits or ""))
     ssl_context = ssl_context_from(settings.tls_cert, settings.tls_key)
     server_config = ServerConfig.from_settings(settings, ssl_context)
     check_plaintext(
@@ -161,6 +163,7 @@ async def run_serve(
     journal = open_journal(
         settings.journal_url(),
         retention=Retention(settings.retention_max_age_s, settings.retention_max_bytes),
+        registry=registry,
     )
     ingest: Ingest | None = None
     if settings.data_dir is not None:
@@ -178,6 +181,7 @@ async def run_serve(
         journal=journal,
         keys=keys,
         registry=registry,
+        rate_limiter=rate_limiter,
         # Edge mode: the server derives freshness from the journal's newest ingest_ts_us.
         source_status=ingest.status if ingest is not None else None,
     )

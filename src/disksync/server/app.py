@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 import h11
 
-from disksync.protocol import OP_TEXT, encode_connected, encode_error_body, ws_frame
+from disksync.protocol import OP_TEXT, CloseCode, encode_connected, encode_error_body, ws_frame
 from disksync.server import http_api
 from disksync.server.handshake import (
     FEED_PARAMS,
@@ -328,6 +328,10 @@ class Connection(asyncio.Protocol):
             session.next_seq = feed.from_seq
             session.replaying = True
             fanout.add_behind(session)
+        if not server.keys.feed_allowed(key_id):
+            # Revoked between authenticate() and registration: the key watcher handled that
+            # change before this session existed, so this check is the one that catches it.
+            session.close(CloseCode.POLICY, why="revoked")
         server.metrics.handshake_seconds.observe(time.perf_counter() - started)
         if leftover:
             session.receive(leftover)

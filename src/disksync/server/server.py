@@ -105,7 +105,7 @@ class FeedServer:
         self.keys = keys
         self.registry = registry
         self.source_status = source_status
-        self.rate_limiter = rate_limiter or RateLimiter()
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.metrics = ServerMetrics(registry)
         ring = Ring(
             config.ring_max_entries or config.max_lag_seqs + 64,
