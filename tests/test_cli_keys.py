@@ -140,3 +140,27 @@ def test_world_readable_secret_is_a_clear_error(tmp_path: Path) -> None:
     out = run("list", "--state-dir", str(state))
     assert out.returncode == 1
     assert "chmod 600" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_create_names_the_store_it_wrote(tmp_path: Path) -> None:
+    state = tmp_path / "somewhere"
+    out = run("create", "--tier", "quant", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+    assert f"key stored in {state / 'keys.sqlite'}" in out.stderr
+
+
+def test_repeated_revoke_keeps_the_original_revocation_time(tmp_path: Path) -> None:
+    state = str(tmp_path / "s")
+    created = run("create", "--tier", "quant", "--json", "--state-dir", state)
+    key_id = orjson.loads(created.stdout)["id"]
+    first = run("revoke", key_id, "--json", "--state-dir", state)
+    assert first.returncode == 0, first.stderr
+    revoked_at = orjson.loads(first.stdout)["updated_at_ms"]
+    again = run("revoke", key_id, "--json", "--state-dir", state)
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout)["updated_at_ms"] == revoked_at
+    same_tier = run("set-tier", key_id, "quant", "--json", "--state-dir", state)
+    assert orjson.loads(same_tier.stdout)["updated_at_ms"] == revoked_at
+    changed = run("set-tier", key_id, "pro", "--json", "--state-dir", state)
+    assert orjson.loads(changed.stdout)["tier"] == "pro"
+    assert orjson.loads(changed.stdout)["updated_at_ms"] >= revoked_at

@@ -132,12 +132,14 @@ def _describe(record: KeyRecord) -> str:
 def _run_create(args: argparse.Namespace) -> int:
     with _open(args, create=True) as store:
         new = store.create(args.tier, label=args.label, max_connections=args.max_connections)
+        where = store.path
     if args.json:
         _print_json({"id": new.record.id, "key": new.api_key, "tier": new.record.tier.value})
     else:
         sys.stdout.write(f"id: {new.record.id}\nkey: {new.api_key}\n")
     sys.stdout.flush()
-    print("disksync: store this key now; it cannot be shown again", file=sys.stderr)
+    # Which store matters: a key created in the wrong --state-dir is a 401 at the server.
+    print(f"disksync: key stored in {where}; it cannot be shown again", file=sys.stderr)
     return 0
 
 

@@ -219,33 +219,41 @@ class SqliteKeyStore(CachedKeyStore):
 
         return NewKey(self._write(insert), api_key)
 
-    def _update(self, key_id: str, assignments: str, params: tuple[object, ...]) -> KeyRecord:
+    def _update(
+        self, key_id: str, assignments: str, params: tuple[object, ...], *, differs: str
+    ) -> KeyRecord:
+        """Apply ``assignments`` only where ``differs`` holds (same params), so a repeated
+        command (revoking a revoked key) keeps ``updated_at_ms`` and bumps no generation: the
+        record's times stay an honest audit trail."""
+
         def update(conn: sqlite3.Connection) -> KeyRecord:
-            cur = conn.execute(
+            conn.execute(
                 f"UPDATE keys SET {assignments}, updated_at_ms = ?, generation = {_GEN}"
-                " WHERE id = ?",
-                (*params, _now_ms(), key_id),
+                f" WHERE id = ? AND ({differs})",
+                (*params, _now_ms(), key_id, *params),
             )
-            if cur.rowcount == 0:
-                raise UnknownKeyIdError(key_id)
             row = conn.execute(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise UnknownKeyIdError(key_id)
             return _record(row)[1]
 
         return self._write(update)
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke for good (idempotent). Live feed connections close within 1 s (``watch``)."""
-        return self._update(key_id, "revoked = 1", ())
+        return self._update(key_id, "revoked = 1", (), differs="revoked = 0")
 
     def set_tier(self, key_id: str, tier: Tier) -> KeyRecord:
-        return self._update(key_id, "tier = ?", (Tier(tier).value,))
+        return self._update(key_id, "tier = ?", (Tier(tier).value,), differs="tier != ?")
 
     def set_max_connections(self, key_id: str, max_connections: int) -> KeyRecord:
         if max_connections < 0:
             raise ConfigError(
                 f"max connections must be >= 0 (0 = unlimited), got {max_connections}"
             )
-        return self._update(key_id, "max_connections = ?", (max_connections,))
+        return self._update(
+            key_id, "max_connections = ?", (max_connections,), differs="max_connections != ?"
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
