@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+import trustme
 
 from conftest import disksync_cmd, scaled
 from disksync.entry import Entry
-from test_client_support import Filler, ServeProcess, create_key
+from test_client_support import Filler, ServeProcess, create_key, write_serve_config, writer
 
 LAST = 200
 
@@ -114,8 +116,13 @@ def test_checkpoint_resumes_after_the_last_printed_line(feed: Feed, tmp_path: Pa
     checkpoint = tmp_path / "tail.ckpt"
     args = (feed.server.url, "--api-key", feed.key, "--checkpoint", str(checkpoint))
     first = tail(*args, "--from-seq", "10", "--count", "5")
-    second = tail(*args, "--from-seq", "10", "--count", "5", "--encoding", "zstd")
+    second = tail(*args, "--from-seq", "3", "--count", "5", "--encoding", "zstd", "--quiet")
     assert first.returncode == second.returncode == 0
+    assert b"checkpoint" not in first.stderr  # no file yet: --from-seq applies, nothing to say
+    # The existing checkpoint wins over an explicit --from-seq, and tail says so (even --quiet).
+    notes = [line for line in second.stderr.decode().splitlines() if "checkpoint" in line]
+    assert len(notes) == 1, second.stderr
+    assert "next_seq 15" in notes[0] and "--from-seq 3" in notes[0]
     lines = first.stdout.splitlines() + second.stdout.splitlines()
     assert [orjson.loads(line)["seq"] for line in lines] == list(range(10, 20))
     for line in lines:  # zstd frames are printed decompressed: the same JSON as with hex
@@ -164,3 +171,131 @@ def test_closed_stdout_exits_quietly(feed: Feed) -> None:
     assert proc.returncode == 0
     assert b"Traceback" not in err
     assert b"Broken pipe" not in err
+
+
+# ---- mistakes retrying cannot fix, and a source that goes quiet ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, str]]:
+    state = tmp_path_factory.mktemp("tail-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key_file, ca_file = state / "chain.pem", state / "key.pem", state / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    for blob in cert.cert_chain_pems:
+        blob.write_to_path(str(chain), append=True)
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def fill() -> None:
+        filler = Filler(state / "journal.sqlite")
+        try:
+            await filler.append(1, 3)
+        finally:
+            await filler.close()
+
+    asyncio.run(fill())
+    server = ServeProcess(state, tls=(chain, key_file, ca_file))
+    server.start()
+    try:
+        _, key = create_key(state)
+        yield server, key
+    finally:
+        server.kill()
+
+
+def test_wss_with_an_unverifiable_certificate_exits_1_naming_ca(
+    tls_server: tuple[ServeProcess, str],
+) -> None:
+    server, key = tls_server
+    done = tail(server.url, "--api-key", key, "--count", "1")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("disksync: error: TLS certificate of 127.0.0.1:")
+    assert "--ca FILE" in lines[0]
+    assert done.stdout == b""
+    assert server.tls is not None
+    ca = str(server.tls[2])
+    trusted = tail(server.url, "--api-key", key, "--from-seq", "1", "--count", "1", "--ca", ca)
+    assert trusted.returncode == 0, trusted.stderr  # and --ca is indeed the fix
+
+
+async def test_ws_to_a_tls_port_hints_at_wss(tls_server: tuple[ServeProcess, str]) -> None:
+    server, key = tls_server
+    url = server.url.replace("wss://", "ws://")
+    async with tail_process(url, "--api-key", key) as proc:
+        line = await stderr_line(proc, lambda text: "reconnecting" in text)
+    assert "is this a wss:// endpoint?" in line
+
+
+async def test_stall_lines_and_a_from_seq_older_than_the_journal(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filler = Filler(state / "journal.sqlite")
+    await filler.append(1001, 1010)  # the feed begins at 1001: heights 5..1000 never existed here
+    server = ServeProcess(state, config=write_serve_config(state / "s.toml", stall_after_s=1.0))
+    await asyncio.to_thread(server.start)
+    stop_writing = asyncio.Event()
+    fill = asyncio.create_task(writer(filler, 1011, stop_writing))
+    try:
+        _, key = create_key(state)
+        args = ("--api-key", key, "--from-seq", "5", "--heartbeat", "0.2")
+        async with tail_process(server.url, *args) as proc:
+            gone = await stderr_line(proc, lambda text: "older than" in text)
+            assert gone == (
+                "disksync tail: from_seq 5 is older than the oldest available seq 1001 on every "
+                "endpoint; continuing from 1001 (996 seqs not available)"
+            )
+            assert proc.stdout is not None
+            first = orjson.loads(await asyncio.wait_for(proc.stdout.readline(), scaled(20)))
+            assert first["seq"] == 1001
+
+            stop_writing.set()
+            next_seq = await fill
+            stalled = await stderr_line(proc, lambda text: "source" in text)
+            assert stalled.startswith("disksync tail: source stalled: node has not written for ")
+            stop_writing = asyncio.Event()
+            fill = asyncio.create_task(writer(filler, next_seq, stop_writing))
+            live = await stderr_line(proc, lambda text: "source" in text)
+            assert live.startswith("disksync tail: source live again after ")
+    finally:
+        stop_writing.set()
+        await fill
+        server.kill()
+        await filler.close()
+
+
+@contextlib.asynccontextmanager
+async def tail_process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        *disksync_cmd("tail", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=2**24,  # stdout lines are whole blocks
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), scaled(20))
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def stderr_line(proc: asyncio.subprocess.Process, wanted: Callable[[str], bool]) -> str:
+    """The next stderr line that ``wanted`` accepts; every line must be a one-line status."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + scaled(20)
+    while (left := deadline - time.monotonic()) > 0:
+        raw = await asyncio.wait_for(proc.stderr.readline(), left)
+        if not raw:
+            break
+        line = raw.decode().rstrip("\n")
+        assert line.startswith("disksync tail: "), line  # status only, never a traceback
+        if wanted(line):
+            return line
+    raise AssertionError("the expected status line never came")

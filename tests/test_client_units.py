@@ -10,13 +10,21 @@ import orjson
 import pytest
 import zstandard
 
-from disksync.client import Backoff, ClientConfig, Command
+from disksync.client import Backoff, ClientConfig, Command, events
 from disksync.client.backoff import backoff_delays, jitter_delay
 from disksync.client.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
 from disksync.client.connection import endpoint_name, feed_url, http_base
 from disksync.client.frames import FrameParser, Unknown, parse_message
 from disksync.client.freshness import stale_reason
-from disksync.client.retry import Action, Failure, Kind, decide, parse_retry_after
+from disksync.client.retry import (
+    CERTIFICATE_VERIFY_FAILED,
+    Action,
+    Failure,
+    Kind,
+    decide,
+    parse_retry_after,
+)
+from disksync.client.stall import StallWatch
 from disksync.entry import Entry
 from disksync.errors import ConfigError, FeedError, Forbidden, ProtocolError, Unauthorized
 from disksync.protocol import (
@@ -94,6 +102,58 @@ def test_429_waits_at_least_retry_after() -> None:
 
 def test_410_is_data_gone() -> None:
     assert decide(Failure(Kind.REFUSED, "", status=410, first_seq=5)).action is Action.DATA_GONE
+
+
+def test_certificate_failure_is_fatal_until_the_feed_has_connected_once() -> None:
+    failure = Failure(Kind.CERTIFICATE, "TLS certificate of h:443 did not verify: ... --ca FILE")
+    at_start = decide(failure)
+    assert at_start.action is Action.FATAL
+    assert type(at_start.error) is FeedError
+    assert at_start.error.code == CERTIFICATE_VERIFY_FAILED
+    assert "--ca" in str(at_start.error)
+    assert decide(failure, ever_connected=True).action is Action.RETRY
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+
+def test_stall_watch_reports_each_transition_once() -> None:
+    now = [100.0]
+    watch = StallWatch(lambda: now[0])
+
+    def beat(source: str, age_ms: int | None) -> events.Event | None:
+        return watch.observe("h:1", Heartbeat(ts_ms=0, source=source, source_age_ms=age_ms))
+
+    assert beat("live", 200) is None  # live is the normal case: no event at first
+    assert beat("stalled", 12_000) == events.SourceStalled("h:1", 12.0)
+    now[0] = 110.0
+    assert beat("stalled", 22_000) is None  # still stalled: said once
+    now[0] = 130.0
+    live = beat("live", 1_000)
+    assert isinstance(live, events.SourceLive)
+    assert live.stalled_s == pytest.approx(41.0)  # quiet from t=88 until the write at t=129
+    assert beat("live", 500) is None
+    assert beat("stalled", None) == events.SourceStalled("h:1", None)
+
+
+def test_status_lines_say_what_happened_in_one_line() -> None:
+    gone = events.describe(events.DataGone(5, 760_000_000, at_start=True))
+    assert gone == (
+        "from_seq 5 is older than the oldest available seq 760000001 on every endpoint; "
+        "continuing from 760000001 (759999996 seqs not available)"
+    )
+    assert events.describe(events.DataGone(5, 9)).startswith("resume seq 5 is older")
+    stalled = events.describe(events.SourceStalled("h:1", 92.4))
+    assert stalled == "source stalled: node has not written for 92 s (per h:1)"
+    assert "live again after 95 s" in events.describe(events.SourceLive("h:1", 95.2))
+    closed = events.describe(events.Disconnected("h:1", '{"why":"shutdown","next_seq":12}', 1000))
+    assert closed == "disconnected from h:1: shutdown, next_seq=12 (close 1000)"
+    retry = events.describe(events.Reconnecting("h:1", 0.5, 0, '{"next_seq":21}'))
+    assert retry == "reconnecting to h:1 in 0.50s after: next_seq=21"
+    refused = events.describe(events.Disconnected("h:1", "server full", 503))
+    assert refused == "disconnected from h:1: server full (HTTP 503)"
+    assert "\n" not in events.describe(events.Disconnected("h:1", "two\nlines"))
+    assert "journal is empty" in events.describe(events.Connected("h:1", None, None))
 
 
 # ---- frames --------------------------------------------------------------------------------

@@ -4,9 +4,13 @@ Rules kept here:
 * stdout carries data only: each ``replica_cmd`` JSON object exactly as the server sent it, one
   per line, flushed per line (``jq`` and ``head`` see each command as soon as it arrives); with
   ``--decode``, one summary line per action instead. Status goes to stderr.
-* Never exits on its own except when ``--count`` is met (0) or the key is rejected (1, with a
-  one-line message). Ctrl-C exits 130, SIGTERM exits 0, both quietly; a closed stdout
-  (``| head``) exits 0 quietly.
+* Never exits on its own except when ``--count`` is met (0), or on what retrying cannot fix
+  (1, with a one-line message): the key is rejected, or the server's TLS certificate does not
+  verify before the first connection (the message names ``--ca``).
+* Status lines are one line each, prefixed ``disksync tail:``, never a traceback. Conflicting
+  flags are not silently resolved: an existing ``--checkpoint`` wins over ``--from-seq``, and
+  tail says so (with both numbers) even under ``--quiet``.
+* Ctrl-C exits 130, SIGTERM exits 0, both quietly; a closed stdout (``| head``) exits 0 quietly.
 * The API key comes from ``--api-key`` or ``DISKSYNC_API_KEY`` (read here and nowhere else).
 * With ``--checkpoint FILE`` a line counts as done once written and flushed: a restart resumes
   after the last line printed (at most the last second of lines may repeat after a crash).
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from disksync.client import ClientConfig, Command, Feed, events
+from disksync.client.checkpoint import load_checkpoint
 from disksync.errors import ConfigError, DecodeError
 
 EXIT_INTERRUPTED = 130
@@ -36,6 +41,16 @@ def _seq(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value != 0 and not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or within 0.1..3600, got {value:g}")
     return value
 
 
@@ -70,6 +85,13 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="resume file (read at start, kept current)",
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="ask for a heartbeat every S seconds (default: the server's, 5 s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
     parser.set_defaults(run=run)
 
@@ -85,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         ca=args.ca,
         checkpoint=args.checkpoint,
+        heartbeat_s=args.heartbeat,
         on_data_gone="skip",  # tail never stops on its own: it reports the loss loudly
     )
+    _warn_if_checkpoint_wins(args.checkpoint, args.from_seq)
     runner_args: dict[str, Any] = {}
     try:
         import uvloop
@@ -145,6 +169,20 @@ async def _pump(feed: Feed, out: IO[bytes], *, count: int | None, decode: bool) 
         written += 1
         if count is not None and written >= count:
             return
+
+
+def _warn_if_checkpoint_wins(checkpoint: Path | None, from_seq: int | None) -> None:
+    if checkpoint is None or from_seq is None:
+        return
+    saved = load_checkpoint(checkpoint)  # an unreadable file is a ConfigError: exit 2
+    if saved is None:
+        return
+    print(
+        f"disksync tail: checkpoint {checkpoint} (next_seq {saved}) wins over --from-seq "
+        f"{from_seq}; starting at {saved} (delete the file to start at {from_seq})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _write_summary(out: IO[bytes], command: Command) -> None:

@@ -6,6 +6,9 @@ Rules kept here:
   ``max_size`` is large because a node line can be tens of MB (hex doubles it).
 * Every way an attempt can fail becomes one ``Failure`` value (``retry.decide`` judges it);
   exceptions of the websockets library never leak out of this module.
+* A failure whose cause a user can fix says how in its one-line detail: a certificate that
+  does not verify names ``--ca``; a scheme that does not match the port (``ws://`` to a TLS
+  port, ``wss://`` to a plain one) asks whether the other scheme was meant.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidMessage,
+    InvalidStatus,
+    WebSocketException,
+)
 
 from disksync import __version__
 from disksync.client.config import ClientConfig
@@ -95,9 +103,35 @@ async def open_connection(url: str, config: ClientConfig, from_seq: int | None) 
         )
     except InvalidStatus as exc:
         raise AttemptFailed(refusal(exc)) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise AttemptFailed(certificate_failure(url, config, exc)) from None
     except (OSError, TimeoutError, WebSocketException) as exc:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise AttemptFailed(Failure(Kind.DROPPED, detail)) from None
+        raise AttemptFailed(Failure(Kind.DROPPED, dropped_detail(url, exc))) from None
+
+
+def certificate_failure(
+    url: str, config: ClientConfig, exc: ssl.SSLCertVerificationError
+) -> Failure:
+    why = exc.verify_message or exc.reason or "verification failed"
+    if config.ca is None:
+        hint = "if it uses a private CA, pass that CA's file with --ca FILE (ClientConfig.ca)"
+    else:
+        hint = f"--ca {config.ca} does not sign it, or the host name differs"
+    detail = f"TLS certificate of {endpoint_name(url)} did not verify ({why}): {hint}"
+    return Failure(Kind.CERTIFICATE, detail)
+
+
+def dropped_detail(url: str, exc: BaseException) -> str:
+    """One line: the error, plus a hint when the scheme likely does not match the port."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = " ".join(detail.split())  # never more than one line
+    if url.startswith("ws:") and isinstance(exc, InvalidMessage):
+        return f"{detail} (is this a wss:// endpoint?)"
+    if url.startswith("wss:") and isinstance(exc, ssl.SSLError) and "VERSION" in str(exc).upper():
+        return f"{detail} (is this a ws:// endpoint without TLS?)"
+    return detail
 
 
 async def close_connection(ws: ClientConnection, timeout_s: float) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from disksync.protocol import parse_close_reason
+
 
 @dataclass(frozen=True, slots=True)
 class Connected:
@@ -66,10 +68,31 @@ class UpstreamGap:
 
 @dataclass(frozen=True, slots=True)
 class DataGone:
-    """Seqs below every endpoint's retention (only with ``on_data_gone="skip"``)."""
+    """Seqs below every endpoint's retention (only with ``on_data_gone="skip"``): the feed asked
+    for ``first`` and continues at ``last + 1``, the oldest seq any endpoint has. ``at_start``:
+    ``first`` is where the program asked to start (``from_seq`` or the checkpoint), not a
+    resume point after a disconnect."""
 
     first: int
     last: int
+    at_start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStalled:
+    """The server says its node has not written for ``age_s`` seconds (``None``: not yet at
+    all). The connection stays up; no new command will come until ``SourceLive``."""
+
+    endpoint: str
+    age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLive:
+    """The node writes again after a ``SourceStalled``; ``stalled_s``: how long it was quiet."""
+
+    endpoint: str
+    stalled_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,8 @@ Event = (
     | UpstreamGap
     | DataGone
     | Backfilled
+    | SourceStalled
+    | SourceLive
 )
 EventCallback = Callable[[Event], None]
 
@@ -113,12 +138,13 @@ def describe(event: Event) -> str:
     """A one-line human description (used by ``disksync tail`` on stderr)."""
     match event:
         case Connected(endpoint, next_seq, head_seq):
+            if head_seq is None:
+                return f"connected to {endpoint} (its journal is empty so far)"
             return f"connected to {endpoint} (next_seq={next_seq}, head_seq={head_seq})"
         case Disconnected(endpoint, reason, code):
-            suffix = f" [{code}]" if code is not None else ""
-            return f"disconnected from {endpoint}: {reason}{suffix}"
+            return f"disconnected from {endpoint}: {_readable(reason)}{_code(code)}"
         case Reconnecting(endpoint, delay_s, attempt, reason):
-            why = f" after: {reason}" if reason else ""
+            why = f" after: {_readable(reason)}" if reason else ""
             count = f" (attempt {attempt + 1})" if attempt else ""
             return f"reconnecting to {endpoint} in {delay_s:.2f}s{count}{why}"
         case Failover(old, new):
@@ -129,7 +155,35 @@ def describe(event: Event) -> str:
             return f"filled gap {first}..{last} over HTTP from {endpoint}"
         case UpstreamGap(first, last):
             return f"UPSTREAM GAP: seqs {first}..{last} do not exist on any endpoint"
-        case DataGone(first, last):
-            return f"DATA GONE: seqs {first}..{last} are below every endpoint's retention"
+        case DataGone(first, last, at_start):
+            what = "from_seq" if at_start else "resume seq"
+            oldest = last + 1
+            return (
+                f"{what} {first} is older than the oldest available seq {oldest} on every "
+                f"endpoint; continuing from {oldest} ({last - first + 1} seqs not available)"
+            )
         case Backfilled(first, last, endpoint):
             return f"read {first}..{last} over HTTP from {endpoint}"
+        case SourceStalled(endpoint, age_s):
+            if age_s is None:
+                return f"source stalled: {endpoint} has no data from its node yet"
+            return f"source stalled: node has not written for {age_s:.0f} s (per {endpoint})"
+        case SourceLive(endpoint, stalled_s):
+            return f"source live again after {stalled_s:.0f} s (per {endpoint})"
+
+
+def _readable(reason: str) -> str:
+    """A JSON close reason (``{"why":"shutdown","next_seq":12}``) as ``shutdown, next_seq=12``;
+    anything else on one line as it is."""
+    fields = parse_close_reason(reason) if reason.startswith("{") else {}
+    if not fields:
+        return " ".join(reason.split())
+    why = fields.pop("why", None)
+    parts = ([str(why)] if why is not None else []) + [f"{k}={v}" for k, v in fields.items()]
+    return ", ".join(parts)
+
+
+def _code(code: int | None) -> str:
+    if code is None:
+        return ""
+    return f" (close {code})" if code >= 1000 else f" (HTTP {code})"

@@ -5,6 +5,11 @@ Rules kept here:
   frames to a ``Failure``; nothing else in the client decides whether to retry.
 * Never retried: HTTP 401 / close 1008 (``Unauthorized``), 403 (``Forbidden``), 400 (the request
   itself is wrong). Retrying cannot fix them and a storm of attempts would only hurt the server.
+* A server certificate that does not verify is a configuration problem (wrong CA file, wrong
+  host name, a self-signed server): fatal (``FeedError``, code ``certificate_verify_failed``)
+  while the feed has never connected, so a mis-set endpoint fails loudly at start. Once the feed
+  has connected, the same failure is an endpoint's incident (a certificate rotated badly in one
+  region): retried, with the hint in the reason, so failover keeps the data flowing.
 * 410 means the data is gone *on that endpoint*: another endpoint may still have it, so it is its
   own decision (``DATA_GONE``), settled by the feed once every endpoint answered.
 * Everything else (refused, reset, timeouts, 429, 5xx, closes 1000/1011/1013, silence) is
@@ -25,6 +30,7 @@ class Kind(enum.Enum):
     DROPPED = "dropped"  # the TCP connection or the handshake failed without a status
     STALE = "stale"  # we gave up: silence, or the head ran ahead of us for too long
     PROTOCOL = "protocol"  # the server sent something we cannot parse
+    CERTIFICATE = "certificate"  # the TLS handshake rejected the server's certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +57,17 @@ class Decision:
     error: FeedError | None = None
 
 
-def decide(failure: Failure) -> Decision:
-    """Retry, give up with a typed error, or report data gone."""
+CERTIFICATE_VERIFY_FAILED = "certificate_verify_failed"
+
+
+def decide(failure: Failure, *, ever_connected: bool = False) -> Decision:
+    """Retry, give up with a typed error, or report data gone. ``ever_connected``: the feed
+    reached a ``connected`` frame at least once (certificate failures are fatal before)."""
+    if failure.kind is Kind.CERTIFICATE:
+        if ever_connected:
+            return Decision(Action.RETRY)
+        error = FeedError(failure.detail, code=CERTIFICATE_VERIFY_FAILED)
+        return Decision(Action.FATAL, error=error)
     if failure.kind is Kind.REFUSED:
         status = failure.status
         if status == 401:

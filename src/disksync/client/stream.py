@@ -6,11 +6,14 @@ Rules kept here:
   filled over HTTP from any endpoint and only then reported as an ``UpstreamGap``.
 * Every attempt resumes at ``cursor.next_seq``; the first ``connected`` frame pins the position
   even before the first command, so a reconnect never silently skips to "live".
-* One function (``retry.decide``) says what a failure means; 401/403/1008 raise at once.
+* One function (``retry.decide``) says what a failure means; 401/403/1008 raise at once, and
+  so does a certificate that does not verify before the feed first connected.
 * Endpoints are tried in rounds: after a failure the next endpoint is tried after a short
   jitter; once every endpoint failed in a round, the exponential backoff delay applies. A
   successful connection (``connected`` frame, then a command or ``healthy_after_s`` up) resets
   the backoff, and the next round starts with the endpoint that worked.
+* Heartbeats saying the node stopped writing become ``SourceStalled`` / ``SourceLive`` events
+  (``stall.StallWatch``); a stalled source never ends a connection.
 * Freshness: while we wait for a frame, silence past ``silence_s`` or heartbeats showing the
   head ahead of us with no command for ``behind_s`` abort the connection (then resume).
 * A command counts as processed when the program asks for the next one (or calls ``commit``);
@@ -44,7 +47,8 @@ from disksync.client.connection import (
 )
 from disksync.client.frames import FrameParser
 from disksync.client.freshness import Freshness, Session, watch
-from disksync.client.retry import Action, Failure, Kind, decide
+from disksync.client.retry import Action, Decision, Failure, Kind, decide
+from disksync.client.stall import StallWatch
 from disksync.errors import FeedError, ProtocolError, RetentionError
 from disksync.protocol import Connected, Heartbeat, ReplayComplete, SeqCursor, Step
 
@@ -71,6 +75,8 @@ class Feed:
         self._gen: AsyncGenerator[Command, None] | None = None
         self._loop_time = time.monotonic
         self._freshness = Freshness.of(config)
+        self._stall = StallWatch(self._loop_time)
+        self._started_at: int | None = None  # the seq the program asked to start at
 
     # ---- public surface ---------------------------------------------------------------
 
@@ -113,6 +119,7 @@ class Feed:
         if start is None:
             start = config.from_seq
         if start is not None:
+            self._started_at = start
             self._cursor.last = start - 1
             self._processed_next = start
         delays = backoff_delays(config.backoff)
@@ -137,10 +144,7 @@ class Feed:
                     self.counters.disconnects += 1
                     code = failure.close_code if failure.close_code else failure.status
                     self._emit(events.Disconnected(self._name(index), failure.detail, code))
-                decision = decide(failure)
-                if decision.action is Action.FATAL:
-                    assert decision.error is not None
-                    raise decision.error
+                decision = self._fatal_if_needed(failure)
                 if session.healthy(now, config.timeouts.healthy_after_s):
                     delays = backoff_delays(config.backoff)
                     tried_in_round = failed_rounds = consecutive_failures = 0
@@ -185,7 +189,8 @@ class Feed:
         first_available = min(firsts)
         if self.config.on_data_gone == "raise" or first_available <= requested:
             raise RetentionError(requested, first_available)
-        self._emit(events.DataGone(requested, first_available - 1))
+        at_start = requested == self._started_at and self.counters.commands == 0
+        self._emit(events.DataGone(requested, first_available - 1, at_start))
         self._cursor.last = first_available - 1
         self._current = min(gone, key=lambda i: gone[i] or first_available)
 
@@ -259,6 +264,8 @@ class Feed:
                 session.ahead_since = None
                 yield message
             elif type(message) is Heartbeat:
+                if (change := self._stall.observe(self._name(index), message)) is not None:
+                    self._emit(change)
                 head = message.head_seq
                 last = cursor.last
                 if head is not None and last is not None and head > last:
@@ -345,7 +352,8 @@ class Feed:
                         yield command
             except AttemptFailed as exc:
                 self._fatal_if_needed(exc.failure)
-                log.info("HTTP catch-up from %s failed: %s", self._name(index), exc.failure.detail)
+                # expected while the server is down; the Reconnecting event already says so
+                log.debug("HTTP catch-up from %s failed: %s", self._name(index), exc.failure.detail)
             if self.counters.backfilled > before:
                 return
 
@@ -373,11 +381,13 @@ class Feed:
             if in_page < page:
                 return
 
-    def _fatal_if_needed(self, failure: Failure) -> None:
-        decision = decide(failure)
+    def _fatal_if_needed(self, failure: Failure) -> Decision:
+        """Raise what retrying cannot fix; otherwise say what to do."""
+        decision = decide(failure, ever_connected=self.counters.connects > 0)
         if decision.action is Action.FATAL:
             assert decision.error is not None
             raise decision.error
+        return decision
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
