@@ -3,15 +3,21 @@ printed key, and Ctrl-C stops everything cleanly and removes the state dir."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from conftest import disksync_cmd, free_port, scaled
+from disksync.simulate.blocks import DEFAULT_START_HEIGHT
 
 
 def _wait_for(proc: subprocess.Popen[str], pattern: str, deadline: float) -> tuple[str, str]:
@@ -61,5 +67,109 @@ def test_demo_serves_a_second_terminal_and_stops_cleanly() -> None:
         demo.send_signal(signal.SIGINT)
         _, rest = demo.communicate(timeout=scaled(30))
     assert demo.returncode == 0, rest
-    assert re.search(r"demo: \d+ commands received", rest), rest
+    assert re.search(r"demo finished: \d+ commands received", rest), rest
     assert not Path(state_dir).exists()
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line_before_printing_a_key() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        demo = subprocess.run(
+            disksync_cmd("demo", "--listen", f"127.0.0.1:{port}", "--duration", "30"),
+            capture_output=True,
+            text=True,
+            timeout=scaled(30),
+            check=False,
+        )
+    assert demo.returncode == 1, demo.stderr
+    last = demo.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"disksync: error: demo cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in last
+    assert "--listen 127.0.0.1:PORT" in last
+    assert "TaskGroup" not in demo.stderr
+    assert "key:" not in demo.stderr  # the banner is printed only once the feed listens
+
+
+def test_demo_listens_on_loopback_only() -> None:
+    demo = subprocess.run(
+        disksync_cmd("demo", "--listen", f"0.0.0.0:{free_port()}", "--duration", "1"),
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+    )
+    assert demo.returncode == 2, demo.stderr
+    assert demo.stderr.strip().startswith("disksync: configuration error: --listen must be")
+    assert "loopback" in demo.stderr
+
+
+def test_demo_sees_every_command_from_the_first_and_finishes_quietly() -> None:
+    demo = subprocess.run(
+        disksync_cmd(
+            "demo",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--mean-bytes",
+            "2000",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    found = re.search(
+        r"demo finished: (\d+) commands received \(seq (\d+) → (\d+)\), .* (\d+) reconnects",
+        demo.stderr,
+    )
+    assert found, demo.stderr
+    total, first, head, reconnects = (int(g) for g in found.groups())
+    assert first == DEFAULT_START_HEIGHT  # the simulator's first line
+    assert total == head - first + 1 > 0
+    assert reconnects == 0
+    assert "stopped on signal" not in demo.stderr
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux for a real terminal")
+def test_log_lines_during_the_live_view_leave_no_stale_table(tmp_path: Path) -> None:
+    server = f"disksync-test-{os.getpid()}"
+    command = shlex.join(
+        [*disksync_cmd("demo", "--listen", f"127.0.0.1:{free_port()}", "--duration", "30")]
+    )
+    tmux = ["tmux", "-L", server]
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", "demo", "-x", "150", "-y", "45", command],
+        check=True,
+        timeout=scaled(10),
+    )
+    try:
+        deadline = time.monotonic() + scaled(30)
+        pane = ""
+        while time.monotonic() < deadline:  # the first progress line comes ~5 s in
+            pane = _capture(tmux)
+            if "disksync.serve: ingest" in pane:
+                break
+            time.sleep(0.25)
+        assert "disksync.serve: ingest" in pane, pane
+        time.sleep(1.0)  # a few refreshes of the live view after the log line
+        pane = _capture(tmux)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False, timeout=scaled(10))
+    assert pane.count("disksync demo — ws://") == 1, pane
+    assert pane.count("commands received") == 1, pane
+
+
+def _capture(tmux: list[str]) -> str:
+    return subprocess.run(
+        [*tmux, "capture-pane", "-p", "-t", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=scaled(10),
+    ).stdout

@@ -8,6 +8,8 @@ Rules kept here:
   ``DISKSYNC_API_KEY`` (client commands) and ``DISKSYNC_TEST_*`` (test harness) are not settings.
 * Values from the environment are strings and are converted by the field's type; a bad value
   names the variable it came from.
+* ``ServeSettings`` validates itself when built (positive intervals and limits, a known
+  ``start``), so a value that would spin or never serve is a ``ConfigError`` before anything runs.
 """
 
 from __future__ import annotations
@@ -60,11 +62,38 @@ class ServeSettings:
     # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
     rate_limits: str | None = None
 
+    def __post_init__(self) -> None:
+        """Reject values that would make the process spin, hang or never serve, at load time."""
+        for name in (
+            "poll_interval_s",
+            "stall_after_s",
+            "max_line_bytes",
+            "max_lag_bytes",
+            "max_lag_seqs",
+            "max_clients",
+        ):
+            _require(name, getattr(self, name), positive=True)
+        _require("heartbeat_s", self.heartbeat_s, positive=False)  # 0 = no heartbeats
+        for name in ("retention_max_age_s", "retention_max_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(name, value, positive=True)
+        parse_start(self.start)
+        parse_listen(self.listen)
+
     def journal_url(self) -> str:
         return self.journal or f"sqlite:{self.state_dir / 'journal.sqlite'}"
 
     def keys_url(self) -> str:
         return self.keys or f"sqlite:{self.state_dir / 'keys.sqlite'}"
+
+
+def _require(name: str, value: float, *, positive: bool) -> None:
+    # ``not value > 0`` also rejects NaN, which every comparison would let through.
+    bad = not value > 0 if positive else not value >= 0
+    if bad:
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value!r}")
 
 
 S = TypeVar("S")

@@ -10,6 +10,13 @@ Rules kept here:
 * The view is measured by a real client over a real socket, not read from server internals:
   what it shows is what a user would see.
 * Without a terminal (a pipe, CI) the live view becomes one plain status line every few seconds.
+* Start-up order: the server binds and listens first; only then are the URL and key printed and
+  the simulator and the client started. A busy port is one line and exit 1, nothing else.
+* The client starts at the simulator's first height, so the view counts every command and a
+  start-up never looks like a reconnect.
+* While the live view owns the terminal, log records go through its console (above the table),
+  never straight to stderr, which would leave stale copies of the table behind.
+* The demo serves plain ws://, so it listens on loopback only.
 """
 
 from __future__ import annotations
@@ -17,27 +24,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from rich.console import Console
+from rich.file_proxy import FileProxy
 from rich.live import Live
 from rich.table import Table
 
 from disksync.cli.serve import run_serve
 from disksync.client import Backoff, ClientConfig, Command, Feed, events
 from disksync.config import ServeSettings, parse_listen
-from disksync.errors import ConfigError
+from disksync.errors import ConfigError, DisksyncError
+from disksync.ingest import first_failure
 from disksync.keys import Tier, open_keystore
+from disksync.server.server import ListenError
+from disksync.server.tls import is_loopback
 from disksync.simulate import BackgroundSimulator, SimulateSettings
+from disksync.source.layout import REPLICA_DIR
 
 VIEW_REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
@@ -61,6 +75,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     host, _port = parse_listen(args.listen)
+    if not is_loopback(host):
+        raise ConfigError(
+            f"--listen must be a loopback address for the demo (it serves plain ws://), "
+            f"got {host!r}: use 127.0.0.1:PORT, or `disksync serve` with TLS"
+        )
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--duration must be > 0")
     if args.rate <= 0 or args.mean_bytes <= 0:
@@ -164,10 +183,11 @@ def _plain(window: _Window) -> str:
     )
 
 
-async def _consume(url: str, api_key: str, window: _Window) -> None:
+async def _consume(url: str, api_key: str, window: _Window, from_seq: int) -> None:
     config = ClientConfig(
         urls=(url,),
         api_key=api_key,
+        from_seq=from_seq,
         backoff=Backoff(initial=0.2, maximum=2.0, jitter=0.1),
     )
 
@@ -182,7 +202,10 @@ async def _consume(url: str, api_key: str, window: _Window) -> None:
 
 async def _show(window: _Window, url: str, stop: asyncio.Event, console: Console) -> None:
     if console.is_terminal:
-        with Live(_table(window, url), console=console, refresh_per_second=4) as live:
+        with (
+            Live(_table(window, url), console=console, refresh_per_second=4) as live,
+            _logs_through_live(),
+        ):
             while not stop.is_set():
                 live.update(_table(window, url))
                 with contextlib.suppress(TimeoutError):
@@ -194,9 +217,41 @@ async def _show(window: _Window, url: str, stop: asyncio.Event, console: Console
         print(_plain(window), file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _logs_through_live() -> Iterator[None]:
+    """Point the disksync log handlers at the stream the live view installed on ``sys.stderr``
+    (rich's ``FileProxy``: it prints each line above the table), and back afterwards."""
+    proxy = sys.stderr
+    if not isinstance(proxy, FileProxy):
+        yield
+        return
+    handlers = [
+        handler
+        for handler in logging.getLogger("disksync").handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is proxy.rich_proxied_file
+    ]
+    for handler in handlers:
+        handler.setStream(proxy)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.setStream(proxy.rich_proxied_file)
+
+
+def _banner(console: Console, state_dir: Path, url: str, api_key: str) -> None:
+    console.print(f"[bold]disksync demo[/] — state in {state_dir} (removed on exit)")
+    console.print(f"  feed:  {url}")
+    console.print(f"  key:   {api_key}")
+    console.print(f"  try:   disksync tail {url} --api-key {api_key} --count 5 | jq .seq")
+    console.print("  Ctrl-C stops.\n")
+
+
 async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
     data_dir = state_dir / "node"
-    data_dir.mkdir()
+    # replica_cmds/ exists up front: the node starts writing only once the feed listens, and
+    # the tailer would otherwise warn that it is waiting for it.
+    (data_dir / REPLICA_DIR).mkdir(parents=True)
     store = open_keystore(None, state_dir)
     try:
         new_key = store.create(Tier.QUANT, label="demo", max_connections=0)
@@ -205,34 +260,40 @@ async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
     port = args.listen.rsplit(":", 1)[1]
     url = f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
     console = Console(stderr=True)
-    console.print(f"[bold]disksync demo[/] — state in {state_dir} (removed on exit)")
-    console.print(f"  feed:  {url}")
-    console.print(f"  key:   {new_key.api_key}")
-    console.print(f"  try:   disksync tail {url} --api-key {new_key.api_key} --count 5 | jq .seq")
-    console.print("  Ctrl-C stops.\n")
-
     settings = ServeSettings(
         data_dir=data_dir, state_dir=state_dir, listen=args.listen, start="earliest"
     )
-    simulator = BackgroundSimulator(
-        SimulateSettings(
-            data_dir=data_dir,
-            rate=args.rate,
-            mean_bytes=args.mean_bytes,
-            seed=args.seed,
-            progress_interval_s=3600.0,
-        )
+    simulate_settings = SimulateSettings(
+        data_dir=data_dir,
+        rate=args.rate,
+        mean_bytes=args.mean_bytes,
+        seed=args.seed,
+        progress_interval_s=3600.0,
     )
+    simulator = BackgroundSimulator(simulate_settings)
     stop = asyncio.Event()
+    listening = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     window = _Window()
-    simulator.start()
+    simulating = False
     try:
         async with asyncio.TaskGroup() as group:
-            serve = group.create_task(run_serve(settings, stop, registry=CollectorRegistry()))
-            consume = group.create_task(_consume(url, new_key.api_key, window))
+            serve = group.create_task(
+                run_serve(settings, stop, registry=CollectorRegistry(), listening=listening)
+            )
+            ready = group.create_task(listening.wait())
+            await asyncio.wait({serve, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():
+                ready.cancel()
+                return  # serve failed (the TaskGroup raises its error) or was stopped early
+            _banner(console, state_dir, url, new_key.api_key)
+            simulator.start()
+            simulating = True
+            consume = group.create_task(
+                _consume(url, new_key.api_key, window, simulate_settings.start_height)
+            )
             group.create_task(_show(window, url, stop, console))
             if args.duration is not None:
                 with contextlib.suppress(TimeoutError):
@@ -241,12 +302,22 @@ async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
             await stop.wait()
             consume.cancel()
             await serve
+    except BaseExceptionGroup as group_error:
+        failure = first_failure(group_error)
+        if isinstance(failure, ListenError):
+            raise DisksyncError(
+                f"demo cannot listen on {args.listen}: {failure.reason} "
+                f"(pass --listen 127.0.0.1:PORT with a free PORT)"
+            ) from None
+        raise failure from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await simulator.astop()
+        if simulating:
+            await simulator.astop()
     console.print(
-        f"demo: {window.total} commands received "
+        f"demo finished: {window.total} commands received "
         f"(seq {window.first_seq} → {window.head_seq}), {window.total_bytes / 1e6:.1f} MB, "
-        f"{window.reconnects} reconnects"
+        f"{window.reconnects} reconnects",
+        soft_wrap=True,
     )

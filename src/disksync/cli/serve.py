@@ -7,9 +7,12 @@ Rules kept here:
   one line (exit 1). SIGINT/SIGTERM set a stop event: everything is cancelled, the journal is
   closed, exit 0.
 * Without ``--data-dir`` there is no ingest (edge mode: another process fills the journal).
-* A missing ``--data-dir`` is reported before anything starts; a data dir without
-  ``replica_cmds/`` yet is waited for (the node may not have written anything yet), with a log
-  line every 30 s.
+* Order of start-up: settings are validated and the data dir is checked (a missing one is a
+  configuration error, exit 2) before anything is created; then the feed port is bound, and
+  only then does ingest begin, so a busy port (exit 1, one line) never journals a line and a
+  retry's ``--start`` still applies.
+* A data dir without ``replica_cmds/`` yet is waited for (the node may not have written
+  anything yet), with a log line every 30 s.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from disksync.cli.common import settings_from
-from disksync.config import ServeSettings, parse_listen, parse_start
+from disksync.config import ServeSettings, parse_start
 from disksync.entry import SourceStatus
+from disksync.errors import ConfigError, SourceError
 from disksync.ingest import Ingest, IngestStats, first_failure
 from disksync.journal import Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.ratelimit import RateLimiter, parse_tier_limits
 from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
 from disksync.source import TailerConfig, check_data_dir
+from disksync.source.layout import REPLICA_DIR
 
 log = logging.getLogger("disksync.serve")
 
@@ -101,10 +106,8 @@ def run(args: argparse.Namespace) -> int:
         section="serve",
         flags={name: getattr(args, name) for name in _SETTING_FLAGS},
     )
-    parse_start(settings.start)  # a bad --start is a usage error before anything runs
-    parse_listen(settings.listen)
     if settings.data_dir is not None:
-        check_data_dir(settings.data_dir)  # SourceError: one line, exit 1
+        check_serve_data_dir(settings.data_dir)
     runner = _runner()
     with runner:
         runner.run(_main(settings, use_inotify=not args.no_inotify))
@@ -127,9 +130,29 @@ async def _main(settings: ServeSettings, *, use_inotify: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await run_serve(settings, stop, use_inotify=use_inotify)
+        log.info("stopped on signal")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def check_serve_data_dir(data_dir: Path) -> None:
+    """A data dir that is not there is a configuration error (exit 2), found before anything
+    is created; pointing at ``replica_cmds/`` itself is almost always a slip, so say so."""
+    inside = data_dir.name == REPLICA_DIR
+    hint = f" (it is the {REPLICA_DIR}/ folder itself: did you mean the parent directory?)"
+    try:
+        check_data_dir(data_dir)
+    except SourceError as exc:
+        raise ConfigError(f"--data-dir: {exc}{hint if inside else ''}") from None
+    if inside and not (data_dir / REPLICA_DIR).exists():
+        log.warning(
+            "--data-dir %s is named %s; the node's data dir holds %s/: "
+            "did you mean the parent directory?",
+            data_dir,
+            REPLICA_DIR,
+            REPLICA_DIR,
+        )
 
 
 class _Shutdown(Exception):
@@ -150,9 +173,12 @@ async def run_serve(
     *,
     use_inotify: bool = True,
     registry: CollectorRegistry | None = None,
+    listening: asyncio.Event | None = None,
 ) -> None:
-    """Build the journal, run the ingest (when there is a data dir) and the feed server until
-    ``stop`` is set. The first task to fail ends all of them; its error is raised as is."""
+    """Build the journal, bind the feed's port, then run the ingest (when there is a data dir)
+    and the feed server until ``stop`` is set. ``listening`` is set once the feed accepts
+    connections. The first task to fail ends all of them; its error is raised as is (a port
+    that cannot be bound: ``ListenError``, before any ingest)."""
     registry = registry if registry is not None else CollectorRegistry()
     rate_limiter = RateLimiter(parse_tier_limits(settings.rate_limits or ""))
     ssl_context = ssl_context_from(settings.tls_cert, settings.tls_key)
@@ -186,7 +212,10 @@ async def run_serve(
         source_status=ingest.status if ingest is not None else None,
     )
     try:
+        await feed.start()  # ListenError here: nothing has been ingested
         async with asyncio.TaskGroup() as group:
+            if listening is not None:
+                group.create_task(_relay(feed.bound, listening), name="listening")
             if ingest is not None:
                 group.create_task(ingest.run(), name="ingest")
                 group.create_task(_progress(ingest), name="progress")
@@ -200,10 +229,15 @@ async def run_serve(
         failures = group_error.split(_Shutdown)[1]
         if failures is not None:
             raise first_failure(failures) from None
-        log.info("stopped on signal")
     finally:
+        feed.close()
         await keys.aclose()
         await journal.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def edge_status() -> SourceStatus:

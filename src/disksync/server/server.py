@@ -7,6 +7,9 @@ Rules kept here:
 * Bounded: at most ``max_pending`` connections without a complete request head (the oldest is
   dropped past that, so a flood of half-open sockets evicts itself, not real clients), at most
   ``max_clients`` feed sessions, ``max_connections`` per key.
+* Bind first: ``start()`` binds the port (raising ``ListenError`` if it cannot) before anything
+  else of the process begins, so a busy port costs nothing; connections are accepted only once
+  the fan-out follows the journal (they wait in the backlog until then).
 * Shutdown (``stop()``): stop accepting, close every feed session 1000 ``{"next_seq":N}``, close
   idle HTTP connections, wait up to ``close_timeout_s`` for the closing handshakes, then drop.
 * Configuration comes in as a ``ServerConfig``; this module reads no environment or files.
@@ -15,6 +18,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 import time
@@ -25,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from disksync.config import MiB, ServeSettings, parse_listen
 from disksync.entry import SourceStatus
+from disksync.errors import DisksyncError
 from disksync.journal.base import Journal
 from disksync.keys import SqliteKeyStore
 from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
@@ -38,6 +43,18 @@ from disksync.server.session import FeedSession
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+
+
+class ListenError(DisksyncError):
+    """The feed's address cannot be bound (busy, not local, no permission)."""
+
+    def __init__(self, host: str, port: int, reason: str, *, in_use: bool) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port}: {reason} (pass --listen HOST:PORT)")
+        self.host = host
+        self.port = port
+        self.reason = reason
+        self.in_use = in_use
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +138,7 @@ class FeedServer:
         self.bound = asyncio.Event()
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self._listener: asyncio.Server | None = None
         self._connections: dict[Connection, None] = {}
         self._pending: dict[Connection, None] = {}
         self._sessions: dict[FeedSession, None] = {}
@@ -132,8 +150,48 @@ class FeedServer:
         """Begin a graceful shutdown (safe to call from a signal handler, more than once)."""
         self._stop.set()
 
-    async def run(self) -> None:
+    async def start(self) -> None:
+        """Bind the listening socket without accepting yet; ``run()`` starts accepting.
+
+        Raises ``ListenError`` with one readable line when the address cannot be bound."""
+        if self._listener is not None:
+            return
         loop = asyncio.get_running_loop()
+        host, port = self.config.host, self.config.port
+        try:
+            self._listener = await loop.create_server(
+                lambda: Connection(self),
+                host,
+                port,
+                ssl=self.config.ssl_context,
+                ssl_handshake_timeout=self.config.handshake_timeout_s
+                if self.config.ssl_context
+                else None,
+                backlog=1024,
+                start_serving=False,
+            )
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            reason = "address already in use" if in_use else (exc.strerror or str(exc)).lower()
+            raise ListenError(host, port, reason, in_use=in_use) from None
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        """Release the port if ``run()`` never got to (a start-up that failed elsewhere)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    async def run(self) -> None:
+        await self.start()
+        listener = self._listener
+        assert listener is not None
+        try:
+            await self._serve(listener)
+        finally:
+            self.close()
+
+    async def _serve(self, listener: asyncio.Server) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             follower = tg.create_task(self.fanout.run(), name="fanout")
@@ -142,17 +200,7 @@ class FeedServer:
             if follower.done():
                 started.cancel()
                 return  # the TaskGroup re-raises the follower's error
-            listener = await loop.create_server(
-                lambda: Connection(self),
-                self.config.host,
-                self.config.port,
-                ssl=self.config.ssl_context,
-                ssl_handshake_timeout=self.config.handshake_timeout_s
-                if self.config.ssl_context
-                else None,
-                backlog=1024,
-            )
-            self.port = listener.sockets[0].getsockname()[1]
+            await listener.start_serving()
             self.ready = True
             self.bound.set()
             url = self.config.public_url(self.port).replace("http", "ws", 1) + "/"

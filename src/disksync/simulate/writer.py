@@ -16,6 +16,10 @@ Rules kept here:
   ``max_replay_lines`` so a restart never rewrites a whole 10,000-line file.
 * No signal handling and no clock reads hidden from the caller: the monotonic clock is a
   parameter; the CLI owns signals and sets the ``stop`` event.
+* Without ``base_time_ns`` the block times start at the wall clock when the first line is due
+  (after set-up, which takes a noticeable fraction of a second), so a reader's "block age" is
+  what the reader adds, not the simulator's start-up. The base is fixed once per simulator:
+  after that, content is a pure function of the settings and a restart replays identical bytes.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class SimulateSettings:
     recent_actions: bool = False
     max_replay_lines: int = 50  # a timed restart replays 1..this many lines
     restart_downtime_s: float = 1.0  # node down time on a timed restart (paced mode only)
-    base_time_ns: int | None = None  # block time of start_height; None = wall clock at start
+    base_time_ns: int | None = None  # block time of start_height; None = wall clock at 1st line
     chunk_gap_s: float = 0.002  # longest pause between chunks of one line (paced mode only)
     early_create_fraction: float = 0.25  # rotations that create the next file early
     progress_interval_s: float = 5.0
@@ -120,11 +124,11 @@ class NodeSimulator:
             settings.seed,
             settings.mean_bytes,
             base_height=settings.start_height,
-            base_time_ns=settings.base_time_ns
-            if settings.base_time_ns is not None
-            else wall_clock_ns(),
+            base_time_ns=settings.base_time_ns if settings.base_time_ns is not None else 0,
             block_interval_ns=settings.block_interval_ns,
         )
+        self._wall_clock_ns = wall_clock_ns
+        self._base_fixed = settings.base_time_ns is not None
         self.stats = SimStats(
             next_height=settings.start_height, head_height=settings.start_height - 1
         )
@@ -158,12 +162,15 @@ class NodeSimulator:
     ) -> SimStats:
         """Write lines until ``stop`` is set, ``duration_s`` passed or ``count`` lines written."""
         s = self.settings
+        fixed_now = self._fix_base()
         started = self._clock()
         deadline = None if duration_s is None else started + duration_s
         target = None if count is None else self.stats.lines_written + count
         next_restart = None if s.restart_every_s is None else started + s.restart_every_s
         next_progress = started + s.progress_interval_s
-        self._pace_anchor = None
+        # A base fixed just now is "now" on both clocks: each line is then written at its own
+        # block time, never before it (the first line may be up to a quarter interval early).
+        self._pace_anchor = (started, self.generator.base_time_ns) if fixed_now else None
         while True:
             if stop is not None and stop.is_set():
                 break
@@ -200,6 +207,7 @@ class NodeSimulator:
 
     def write_line(self) -> None:
         """Write the next height's line now, in 1-3 chunks."""
+        self._fix_base()
         s = self.settings
         height = self.stats.next_height
         base = max(file_base(height, s.lines_per_file), self._run_first_height - 1)
@@ -222,6 +230,7 @@ class NodeSimulator:
 
     def restart(self) -> None:
         """Simulate a node restart now: new run directory, replay from the current file's start."""
+        self._fix_base()
         last = self.stats.next_height - 1
         replay_from = self._file_base + 1 if self._file is not None else last + 1
         self._close_files()
@@ -249,6 +258,15 @@ class NodeSimulator:
         self.close()
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _fix_base(self) -> bool:
+        """Pin the block time of ``start_height`` to the wall clock now, once per simulator;
+        True if it was pinned by this call."""
+        if self._base_fixed:
+            return False
+        self.generator.base_time_ns = self._wall_clock_ns()
+        self._base_fixed = True
+        return True
 
     def _replay_len(self) -> int:
         """How many lines a restart now would write again."""
