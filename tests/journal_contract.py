@@ -194,6 +194,28 @@ class JournalContract:
         assert await journal.read(15, 0) == []
         assert len(await journal.read(10, 1000)) == 20
 
+    async def test_read_max_bytes_bounds_payload_bytes_but_always_progresses(
+        self, journal_factory: JournalFactory
+    ) -> None:
+        journal = await journal_factory()
+        sizes = {1: 100, 2: 100, 3: 100, 4: 1000, 5: 100, 7: 100}  # 6 is an upstream gap
+        await journal.append([make_entry(seq, size) for seq, size in sizes.items()])
+
+        async def seqs(start: int, limit: int, max_bytes: int) -> list[int]:
+            got = await journal.read(start, limit, max_bytes=max_bytes)
+            assert all(e.payload == payload_for(e.seq, sizes[e.seq]) for e in got)
+            return [e.seq for e in got]
+
+        assert await seqs(1, 10, 300) == [1, 2, 3]  # exactly at the budget
+        assert await seqs(1, 10, 299) == [1, 2]
+        assert await seqs(1, 2, 10_000) == [1, 2]  # limit still applies
+        assert await seqs(3, 10, 300) == [3]  # the next entry would exceed it
+        assert await seqs(4, 10, 300) == [4]  # one entry alone over budget still comes back
+        assert await seqs(4, 10, 0) == [4]
+        assert await seqs(5, 10, 200) == [5, 7]  # a gap is not a stop
+        assert await seqs(8, 10, 300) == []
+        assert [e.seq for e in await journal.read(1, 10, max_bytes=None)] == [1, 2, 3, 4, 5, 7]
+
     async def test_start_below_first_seq_of_untrimmed_journal_starts_at_first(
         self, journal_factory: JournalFactory
     ) -> None:

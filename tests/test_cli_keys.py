@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import orjson
 import pytest
 
 from conftest import disksync_cmd, scaled
+from disksync.entry import Entry
+from disksync.journal import SqliteJournal
 from disksync.keys import AuthCode, open_keystore
 
 
@@ -164,3 +169,52 @@ def test_repeated_revoke_keeps_the_original_revocation_time(tmp_path: Path) -> N
     changed = run("set-tier", key_id, "pro", "--json", "--state-dir", state)
     assert orjson.loads(changed.stdout)["tier"] == "pro"
     assert orjson.loads(changed.stdout)["updated_at_ms"] >= revoked_at
+
+
+def _journal_file(path: Path) -> Path:
+    """A real journal with a few entries, closed (what `disksync serve` leaves behind)."""
+
+    async def write() -> None:
+        async with SqliteJournal(path) as journal:
+            await journal.append(
+                [Entry(seq, b"cmd %d" % seq, 1_750_000_000_000, 1) for seq in range(1, 6)]
+            )
+
+    asyncio.run(write())
+    return path
+
+
+def _tables(path: Path) -> list[str]:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_schema"))
+
+
+@pytest.mark.parametrize("command", [("list",), ("create", "--tier", "quant")])
+def test_keys_pointed_at_a_journal_refuse_and_leave_it_alone(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    journal = _journal_file(tmp_path / "journal.db")
+    before_bytes, before_tables = journal.read_bytes(), _tables(journal)
+    siblings = sorted(p.name for p in tmp_path.iterdir())
+
+    out = run(*command, "--keys", f"sqlite:{journal}")
+
+    assert out.returncode == 1, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert str(journal) in line and "not a disksync key store" in line and "journal" in line
+    assert journal.read_bytes() == before_bytes
+    assert _tables(journal) == before_tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # no keys.secret either
+
+
+def test_keys_refuse_a_foreign_sqlite_file(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE meta (id INTEGER PRIMARY KEY, note TEXT)")
+        conn.commit()
+    before = other.read_bytes()
+    out = run("list", "--keys", f"sqlite:{other}")
+    assert out.returncode == 1
+    assert str(other) in out.stderr and "not a disksync key store" in out.stderr
+    assert other.read_bytes() == before

@@ -7,6 +7,7 @@ Real SQLite files in tmp_path, real child processes; every wait goes through ``s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -384,3 +385,31 @@ async def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
             await asyncio.sleep(0.005)
     assert largest < 20 * 512 * 1024, f"WAL grew to {largest} bytes"
     check_file(path)
+
+
+async def test_retention_failure_is_logged_counted_retried_and_close_is_clean(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An infinite age limit cannot become a timestamp: OverflowError, not a JournalError, in
+    # every retention pass. The task must say so, keep running and not poison close().
+    registry = CollectorRegistry()
+    journal = SqliteJournal(
+        tmp_path / "j.db",
+        retention=Retention(max_age_s=float("inf")),
+        options=SqliteOptions(retention_interval_s=0.02),
+        registry=registry,
+    )
+    caplog.set_level(logging.ERROR, logger="disksync.journal.sqlite")
+    await journal.append(make_entries(1, 3))
+
+    async def failed_twice() -> bool:
+        value = registry.get_sample_value("disksync_journal_retention_failures_total")
+        return value is not None and value >= 2  # the task survived its first failure
+
+    await eventually(failed_twice, 10, "two counted retention failures")
+    overflows = [
+        r for r in caplog.records if r.exc_info is not None and r.exc_info[0] is OverflowError
+    ]
+    assert overflows and "retention failed" in overflows[0].getMessage()
+    assert len(await journal.read(1, 10)) == 3  # the journal itself still works
+    await journal.close()  # returns: the failure was reported, not stored for close() to raise

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from disksync.keys import (
 )
 from disksync.keys.model import KeySnapshot, diff, key_digest
 from disksync.keys.secret import create_secret, read_secret
+from disksync.keys.sqlite import APPLICATION_ID as KEYSTORE_APPLICATION_ID
+from disksync.keys.sqlite import SCHEMA_VERSION as KEYSTORE_SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -361,3 +365,47 @@ async def test_watch_sees_cli_revocation_within_one_second(tmp_path: Path) -> No
         await store.aclose()
     assert registry.get_sample_value("disksync_keys_generation") == store.snapshot.generation
     assert registry.get_sample_value("disksync_key_auth_total", {"code": "revoked_key"}) == 1
+
+
+def _pragmas(path: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return int(app_id), int(version)
+
+
+def test_store_file_carries_its_identity(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    SqliteKeyStore(path).close()
+    assert _pragmas(path) == (KEYSTORE_APPLICATION_ID, KEYSTORE_SCHEMA_VERSION)
+
+
+def test_store_written_before_the_identity_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    with SqliteKeyStore(path) as old:
+        new = old.create(Tier.QUANT, label="kept")
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as an older release left it
+        conn.execute("PRAGMA application_id = 0")
+        conn.execute("PRAGMA user_version = 0")
+        conn.commit()
+    with SqliteKeyStore(path) as store:
+        assert store.authenticate_cached(new.api_key, feed=True).ok
+    assert _pragmas(path) == (KEYSTORE_APPLICATION_ID, KEYSTORE_SCHEMA_VERSION)
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    SqliteKeyStore(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {KEYSTORE_SCHEMA_VERSION + 1}")
+        conn.commit()
+    with pytest.raises(KeyStoreError, match="schema version"):
+        SqliteKeyStore(path)
+
+
+def test_text_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"not a database at all\n" * 100)
+    with pytest.raises(KeyStoreError, match=re.escape(str(path))):
+        SqliteKeyStore(path)
+    assert path.read_bytes() == b"not a database at all\n" * 100

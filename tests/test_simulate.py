@@ -395,6 +395,34 @@ def test_cli_rejects_bad_flags(tmp_path: Path) -> None:
     assert not (tmp_path / "replica_cmds").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--rate", "nan"),
+        ("--rate", "inf"),
+        ("--rate", "-1"),
+        ("--duration", "nan"),
+        ("--duration", "inf"),
+        ("--duration", "0"),
+        ("--restart-every", "nan"),
+        ("--progress-interval", "inf"),
+    ],
+)
+def test_cli_rejects_non_finite_and_out_of_range_floats(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    proc = subprocess.run(
+        disksync_cmd("simulate", "--data-dir", str(tmp_path), "--count", "2", flag, value),
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("disksync: configuration error: ") and flag in line
+    assert not (tmp_path / "replica_cmds").exists()
+
+
 def test_cli_sigterm_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         disksync_cmd(

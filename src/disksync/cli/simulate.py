@@ -34,19 +34,21 @@ from disksync.simulate import (
 
 log = logging.getLogger(__name__)
 
+# Above this, 1/rate rounds to no time between blocks; faster is what 0 ('max') is for.
+MAX_RATE = 1e6
+# Longer waits overflow the platform's timeouts (threading, time_t); ~31 years is "forever".
+MAX_SECONDS = 1e9
+
 
 def _rate(text: str) -> float:
     if text.strip().lower() == "max":
         return 0.0
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected lines per second or 'max', got {text!r}"
         ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 (0 or 'max' = as fast as possible)")
-    return value
 
 
 def _positive_int(text: str) -> int:
@@ -71,12 +73,27 @@ def _non_negative_int(text: str) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+
+
+def check_float_flags(args: argparse.Namespace) -> None:
+    """Range checks of the float flags, written ``not (lo <= value <= hi)`` so that NaN, which
+    compares false with everything, fails them too (``value < 0`` would let NaN through)."""
+    rate = args.rate
+    if not (0 <= rate <= MAX_RATE):
+        raise ConfigError(
+            f"--rate must be between 0 and {MAX_RATE:g} lines per second"
+            f" (0 or 'max' = as fast as possible), got {rate}"
+        )
+    for flag, value in (
+        ("--duration", args.duration),
+        ("--restart-every", args.restart_every),
+        ("--progress-interval", args.progress_interval),
+    ):
+        if value is not None and not (0 < value <= MAX_SECONDS):
+            raise ConfigError(f"{flag} must be > 0 and at most {MAX_SECONDS:g} s, got {value}")
 
 
 def _base_time(text: str) -> int:
@@ -162,6 +179,7 @@ def _summary(stats: SimStats, elapsed: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_float_flags(args)
     try:
         settings = SimulateSettings(
             data_dir=args.data_dir,

@@ -8,6 +8,9 @@ Rules every backend keeps (the contract suite in ``tests/journal_contract.py`` c
 * ``read(start, limit)`` returns up to ``limit`` entries with ``seq >= start`` in ascending order.
   If ``start`` is below the oldest retained seq it raises ``RetentionError`` (the caller chose a
   position that no longer exists), unless the journal never held anything below ``first_seq``.
+  With ``max_bytes`` it also stops before the payloads it returns would exceed ``max_bytes``,
+  but always returns at least one entry when one exists (however large), so a caller bounds its
+  memory by bytes and still makes progress. A short result is therefore not the end of the log.
 * ``follow(start)`` yields every entry with ``seq >= start``: history first, then live entries as
   they are appended (by this process or another one), with no gap and no duplicate.
 * ``bounds()`` is cheap. Retention (age and/or total bytes) only ever drops the oldest entries.
@@ -42,7 +45,9 @@ class AppendResult:
 class Journal(Protocol):
     async def append(self, entries: Sequence[Entry]) -> AppendResult: ...
 
-    async def read(self, start: int, limit: int) -> list[Entry]: ...
+    async def read(
+        self, start: int, limit: int, *, max_bytes: int | None = None
+    ) -> list[Entry]: ...
 
     def follow(self, start: int) -> AsyncIterator[Entry]: ...
 

@@ -39,6 +39,11 @@ class JournalMetrics:
         self.trimmed = Counter(
             "disksync_journal_trimmed_entries", "Entries dropped by retention", registry=registry
         )
+        self.retention_failures = Counter(
+            "disksync_journal_retention_failures",
+            "Retention passes that failed (logged with the traceback; retried with backoff)",
+            registry=registry,
+        )
         self.first_seq = Gauge(
             "disksync_journal_first_seq", "Oldest seq held (-1: empty)", registry=registry
         )

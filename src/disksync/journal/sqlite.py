@@ -17,6 +17,9 @@ Rules kept here:
   a stale snapshot never replaces a newer one.
 * Retention runs in a background task in bounded steps on the writer thread, so an append waits
   at most one step. Everything in ``sqlite_store`` applies: a prefix only, the newest entry kept.
+  The task is owned: any failure of a pass is logged with its traceback, counted
+  (``disksync_journal_retention_failures``) and retried with backoff, so the task never dies
+  silently; ``close()`` cancels it and waits for it to end.
 * Memory is bounded: a follower holds at most one batch (``follow_batch_bytes``, at least one
   entry) at a time; nothing is queued per follower.
 """
@@ -52,6 +55,7 @@ T = TypeVar("T")
 _FOLLOW_BATCH_ENTRIES = 256
 _OWN_WRITE_ECHO_S = 0.005  # inotify events of our own write may arrive this late
 _FOREVER = float("inf")
+_RETENTION_MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +157,8 @@ class SqliteJournal:
         return AppendResult(appended, duplicates, snap.last_seq)
 
     async def read(self, start: int, limit: int, *, max_bytes: int | None = None) -> list[Entry]:
-        """Up to ``limit`` entries from ``start``. ``max_bytes`` (an extension) also stops
-        before their payloads exceed it, returning at least one entry when one exists."""
+        """Up to ``limit`` entries from ``start``. ``max_bytes`` also stops before their
+        payloads exceed it, returning at least one entry when one exists."""
         self._start()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -195,10 +199,12 @@ class SqliteJournal:
             return
         self._closed = True
         self._notify()
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        task, self._retention_task = self._retention_task, None
+        if task is not None:
+            task.cancel()
+            # wait(), not await task: a failure of the task was logged when it happened and
+            # must not surface as a failure of close(); a cancellation of close() still does.
+            await asyncio.wait([task])
         if self._checkpoint is not None:
             with contextlib.suppress(Exception):
                 await self._checkpoint
@@ -252,6 +258,7 @@ class SqliteJournal:
             self._retention_task = asyncio.create_task(
                 self._retention_loop(), name="journal-retention"
             )
+            self._retention_task.add_done_callback(self._retention_ended)
 
     def _connect(self) -> sqlite3.Connection:
         return store.connect(
@@ -359,16 +366,44 @@ class SqliteJournal:
         return limit is not None and snap.total_bytes > limit and snap.count > 1
 
     async def _retention_loop(self) -> None:
+        interval = self.options.retention_interval_s
+        failures = 0
         while not self._closed:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.retention_interval_s):
+                async with asyncio.timeout(interval):
                     await self._retention_due.wait()
             self._retention_due.clear()
             try:
                 await self._trim_all()
-            except JournalError:
-                log.exception("journal retention failed; retrying", extra={"path": str(self.path)})
+            except Exception:
+                # Every failure, not only JournalError: a task that died here would stop
+                # retention for good with nobody told, until the disk filled up.
+                failures += 1
+                backoff = min(interval * 2**failures, _RETENTION_MAX_BACKOFF_S)
+                self._metrics.retention_failures.inc()
+                log.exception(
+                    "journal retention failed; retrying in %.3g s",
+                    backoff,
+                    extra={"path": str(self.path), "failures": failures},
+                )
+                await asyncio.sleep(backoff)
+            else:
+                failures = 0
+
+    def _retention_ended(self, task: asyncio.Task[None]) -> None:
+        """Only cancellation (close) should end the task; anything else is said at once."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._metrics.retention_failures.inc()
+            log.error(
+                "journal retention task ended: %s",
+                exc,
+                exc_info=exc,
+                extra={"path": str(self.path)},
+            )
 
     async def _trim_all(self) -> int:
         total = 0

@@ -12,6 +12,12 @@ Rules kept here:
 * The hot path, freshness checks and the watch live in ``CachedKeyStore``; this class only
   loads snapshots (in a worker thread when the server asks) and writes (the CLI, blocking).
 * SQLite errors surface as ``KeyStoreError``; an unknown key id as ``UnknownKeyIdError``.
+* The file says what it is: ``PRAGMA application_id`` is ``APPLICATION_ID`` ("DSKS", distinct
+  from the journal's "DSJL") and ``PRAGMA user_version`` is ``SCHEMA_VERSION``. A non-empty
+  file without that identity is refused with ``KeyStoreError`` before anything is written to
+  it (so ``--keys sqlite:<journal file>`` cannot damage a journal). The one exception is a key
+  store written before the identity existed (exactly the tables ``meta`` and ``keys``), which
+  is stamped on open.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -45,30 +51,67 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+APPLICATION_ID = 0x44534B53  # "DSKS": marks the file as a disksync key store
+_JOURNAL_APPLICATION_ID = 0x44534A4C  # "DSJL" (journal/sqlite_store.py), named in errors only
 MAX_LABEL_CHARS = 200
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS keys (
-    id TEXT PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    tier TEXT NOT NULL,
-    label TEXT NOT NULL,
-    max_connections INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    generation INTEGER NOT NULL  -- meta.generation of the write that last touched the row
-);
-CREATE INDEX IF NOT EXISTS keys_by_generation ON keys (generation);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', 0);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', 1);
-"""
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS keys (
+        id TEXT PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        tier TEXT NOT NULL,
+        label TEXT NOT NULL,
+        max_connections INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        generation INTEGER NOT NULL  -- meta.generation of the write that last touched the row
+    )""",
+    "CREATE INDEX IF NOT EXISTS keys_by_generation ON keys (generation)",
+    "INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', 0)",
+    f"INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', {SCHEMA_VERSION})",
+)
+_LEGACY_TABLES = frozenset({"meta", "keys"})
 _COLUMNS = "digest, id, tier, label, max_connections, revoked, created_at_ms, updated_at_ms"
 _GEN = "(SELECT value FROM meta WHERE name = 'generation')"
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _identify(conn: sqlite3.Connection, path: Path) -> Literal["new", "legacy", "current"]:
+    """What the file is, by reading only; ``KeyStoreError`` when it is not a key store."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = {
+        str(name) for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+    }
+    if app_id == APPLICATION_ID:
+        if version != SCHEMA_VERSION:
+            raise KeyStoreError(
+                f"key store {path} has schema version {version}; this disksync understands"
+                f" version {SCHEMA_VERSION} only (use the disksync release that wrote it)"
+            )
+        return "current"
+    if app_id == 0 and version == 0 and not tables:
+        return "new"
+    if app_id == 0 and version == 0 and tables == _LEGACY_TABLES and _legacy_meta(conn):
+        return "legacy"
+    what = (
+        "a disksync journal"
+        if app_id == _JOURNAL_APPLICATION_ID
+        else f"an SQLite file of something else (application_id {app_id:#x}, {len(tables)} tables)"
+    )
+    raise KeyStoreError(
+        f"{path} is not a disksync key store: it is {what}; refusing to use or change it."
+        " Point --keys at a key store file (sqlite:<path>, e.g. <state-dir>/keys.db)"
+    )
+
+
+def _legacy_meta(conn: sqlite3.Connection) -> bool:
+    columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(meta)")]
+    return columns == ["name", "value"]
 
 
 def _record(row: tuple[object, ...]) -> tuple[bytes, KeyRecord]:
@@ -120,6 +163,10 @@ class SqliteKeyStore(CachedKeyStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                # Look read-only first: a read-write connection to a WAL file of someone
+                # else (a journal) could checkpoint into it on close.
+                self._check_readonly()
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
@@ -128,17 +175,44 @@ class SqliteKeyStore(CachedKeyStore):
             raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
+            identity = _identify(conn, self.path)  # before the first write
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
+            if identity != "current":
+                self._stamp(conn)
             version = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
         except sqlite3.Error as exc:
             conn.close()
             raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        except KeyStoreError:
+            conn.close()
+            raise
         if version is None or int(version[0]) != SCHEMA_VERSION:
             conn.close()
             raise KeyStoreError(f"key store {self.path} has an unsupported schema version")
         return conn
+
+    def _check_readonly(self) -> None:
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            _identify(conn, self.path)
+        finally:
+            conn.close()
+
+    def _stamp(self, conn: sqlite3.Connection) -> None:
+        """Create the schema (new file) or adopt a pre-identity store, in one transaction
+        that looks again under the write lock (another process may have done it meanwhile)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if _identify(conn, self.path) != "current":
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _init_secret(self) -> bytes:
         count = self._blocking(lambda c: c.execute("SELECT count(*) FROM keys").fetchone()[0])

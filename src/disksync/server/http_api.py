@@ -7,12 +7,16 @@ Rules kept here:
   valid key (any tier) and are rate-limited per key by tier (``429`` + ``Retry-After`` +
   ``X-RateLimit-*``); the limiter's headers go on every response of a limited tier.
 * A backfill is streamed in journal batches: memory per request is one batch, however large
-  ``limit`` is, and the connection waits for the socket to drain between batches.
+  ``limit`` is, and the connection waits for the socket to drain between batches. A batch is
+  bounded by bytes too (``STREAM_BATCH_BYTES`` of payload, or the one command that alone is
+  larger), and a batch of more than ``ENCODE_INLINE_BYTES`` is encoded on a worker thread so the
+  event loop keeps serving other clients meanwhile (docs/SERVER.md has the figures).
 * Handlers return a ``Response``; the connection (``app.py``) owns the bytes on the wire.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from disksync.entry import SourceStatus
+from disksync.entry import Entry, SourceStatus
 from disksync.errors import RetentionError
 from disksync.protocol import encode_error_body, encode_replica_cmd
 from disksync.server.handshake import (
@@ -45,6 +49,8 @@ NDJSON = "application/x-ndjson"
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 STREAM_BATCH = 64
+STREAM_BATCH_BYTES = 4 << 20  # payload bytes per journal read of a backfill (hex doubles them)
+ENCODE_INLINE_BYTES = 256 << 10  # larger batches are encoded off the event loop
 
 
 @dataclass(slots=True)
@@ -208,27 +214,49 @@ async def _range(server: FeedServer, query: dict[str, str]) -> Response:
     if bounds.first_seq is not None and rq.from_seq < bounds.first_seq:
         return _gone(RetentionError(rq.from_seq, bounds.first_seq))
     try:
-        first = await server.journal.read(rq.from_seq, min(STREAM_BATCH, rq.limit))
+        first = await _read_batch(server, rq.from_seq, rq.limit)
     except RetentionError as exc:
         return _gone(exc)
 
     async def lines() -> AsyncGenerator[bytes, None]:
+        # Only ints survive a yield: the entries of a batch are dropped before its bytes go
+        # out, so a connection holds one batch in one form at a time, not two.
         batch = first
         left = rq.limit
-        while batch and left > 0:
-            now_us = time.time_ns() // 1000
-            out: list[bytes] = []
-            for entry in batch[:left]:
-                if rq.to_seq is not None and entry.seq > rq.to_seq:
-                    left = 0
-                    break
-                out.append(encode_replica_cmd(entry, now_us))
-                out.append(b"\n")
-                left -= 1
-            if out:
-                yield b"".join(out)
-            if left <= 0 or len(batch) < STREAM_BATCH:
+        while batch:
+            next_start = batch[-1].seq + 1
+            if rq.to_seq is not None:
+                batch = [e for e in batch if e.seq <= rq.to_seq]
+            left -= len(batch)
+            chunk = await _encode_lines(batch) if batch else b""
+            batch = []
+            if chunk:
+                yield chunk
+            del chunk
+            if left <= 0 or (rq.to_seq is not None and next_start > rq.to_seq):
                 return
-            batch = await server.journal.read(batch[-1].seq + 1, min(STREAM_BATCH, left))
+            # A short batch is not the end (the byte budget may have cut it): read until empty.
+            batch = await _read_batch(server, next_start, left)
 
     return Response(200, lines(), content_type=NDJSON)
+
+
+async def _read_batch(server: FeedServer, start: int, left: int) -> list[Entry]:
+    if left <= 0:
+        return []
+    return await server.journal.read(start, min(STREAM_BATCH, left), max_bytes=STREAM_BATCH_BYTES)
+
+
+async def _encode_lines(entries: list[Entry]) -> bytes:
+    if sum(len(e.payload) for e in entries) > ENCODE_INLINE_BYTES:
+        return await asyncio.to_thread(_encode_lines_now, entries)
+    return _encode_lines_now(entries)
+
+
+def _encode_lines_now(entries: list[Entry]) -> bytes:
+    now_us = time.time_ns() // 1000
+    out: list[bytes] = []
+    for entry in entries:
+        out.append(encode_replica_cmd(entry, now_us))
+        out.append(b"\n")
+    return b"".join(out)

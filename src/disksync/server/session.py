@@ -9,6 +9,9 @@ Rules kept here:
   frame is written after everything handed before it, so the client reads all of them first.
 * Inbound frames go through wsproto's ``FrameProtocol`` (unmasking, control frames, the close
   handshake). Pings are answered; client data messages are ignored.
+* Catch-up memory is bounded by bytes, not only by count: one journal read holds at most
+  ``JOURNAL_BUDGET_BYTES`` of payload (or the one command that alone is larger), and at most one
+  prepared batch waits for the socket.
 * After the close frame the session waits at most ``close_timeout_s`` for the client's close,
   then drops the TCP connection. An unexpected exception closes only this session, 1011.
 """
@@ -41,7 +44,9 @@ log = logging.getLogger(__name__)
 
 CATCHUP_BUDGET_BYTES = 4 << 20  # coalesce ring frames into writes of about this size
 JOURNAL_BATCH = 64  # most commands per journal read when a session is older than the ring
-JOURNAL_BUDGET_BYTES = 4 << 20  # payload bytes per journal read, once the line size is known
+# Payload bytes per journal read (at least one command, however large): with 50 MB lines a
+# count alone would hold GBs per catching-up session.
+JOURNAL_BUDGET_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,6 @@ class FeedSession:
         self.frames = FrameProtocol(client=False, extensions=[])
         # At most one prepared batch (frames, last seq) waits for the socket: bounded memory.
         self._batch: tuple[list[bytes], int] | None = None
-        self._journal_batch = 16
         self._wake = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -260,7 +264,9 @@ class FeedSession:
     async def _from_journal(self, next_seq: int) -> tuple[list[bytes], int] | None:
         ring_first = self.fanout.ring.first_seq
         try:
-            entries = await self.journal.read(next_seq, self._journal_batch)
+            entries = await self.journal.read(
+                next_seq, JOURNAL_BATCH, max_bytes=JOURNAL_BUDGET_BYTES
+            )
         except RetentionError:
             # Retention overtook this replay: the same answer a reconnect would get.
             self.too_slow()
@@ -274,9 +280,6 @@ class FeedSession:
             else:
                 await self.fanout.wait_new_head(timeout=1.0)
             return None
-        # Size the next read so one batch stays near the byte budget, whatever the line size.
-        mean = sum(len(e.payload) for e in wanted) // len(wanted) + 1
-        self._journal_batch = max(1, min(JOURNAL_BATCH, JOURNAL_BUDGET_BYTES // mean))
         compressor = self.fanout.compressor
         return [build_frame(e, self.encoding, compressor) for e in wanted], wanted[-1].seq
 
