@@ -111,3 +111,18 @@ def test_parse_start() -> None:
     for bad in ["-1", "oldest", "1.5"]:
         with pytest.raises(ConfigError):
             parse_start(bad)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("DISKSYNC_RETENTION_MAX_AGE_S", "inf"),
+        ("DISKSYNC_RETENTION_MAX_AGE_S", "nan"),
+        ("DISKSYNC_RETENTION_MAX_AGE_S", "-5"),
+        ("DISKSYNC_POLL_INTERVAL_S", "inf"),
+        ("DISKSYNC_MAX_LAG_SEQS", "0"),
+    ],
+)
+def test_values_that_mean_no_limit_or_no_progress_are_refused(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="must be"):
+        load_settings(ServeSettings, env={var: value})

@@ -90,10 +90,13 @@ class ServeSettings:
 
 def _require(name: str, value: float, *, positive: bool) -> None:
     # ``not value > 0`` also rejects NaN, which every comparison would let through.
-    bad = not value > 0 if positive else not value >= 0
+    # An infinite value is no limit at all and breaks arithmetic on times (inf seconds ago).
+    bad = (not value > 0 if positive else not value >= 0) or value == float("inf")
     if bad:
         bound = "> 0" if positive else ">= 0"
-        raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value!r}")
+        raise ConfigError(
+            f"--{name.replace('_', '-')} must be a finite number {bound}, got {value!r}"
+        )
 
 
 S = TypeVar("S")
