@@ -102,14 +102,22 @@ def test_busy_port_exits_before_ingesting_and_a_retry_starts_where_asked(
 @pytest.mark.parametrize(
     ("flags", "env", "named"),
     [
-        (("--poll-interval-s", "0"), {}, "--poll-interval-s must be > 0"),
-        (("--stall-after-s", "-1"), {}, "--stall-after-s must be > 0"),
-        (("--max-line-bytes", "0"), {}, "--max-line-bytes must be > 0"),
+        (("--poll-interval-s", "0"), {}, "--poll-interval-s must be a finite number > 0"),
+        (("--stall-after-s", "-1"), {}, "--stall-after-s must be a finite number > 0"),
+        (("--max-line-bytes", "0"), {}, "--max-line-bytes must be a finite number > 0"),
         (("--start", "soonish"), {}, "--start must be earliest, latest or a seq"),
-        ((), {"DISKSYNC_MAX_CLIENTS": "0"}, "--max-clients must be > 0"),
-        ((), {"DISKSYNC_HEARTBEAT_S": "-5"}, "--heartbeat-s must be >= 0"),
-        ((), {"DISKSYNC_RETENTION_MAX_AGE_S": "0"}, "--retention-max-age-s must be > 0"),
-        ((), {"DISKSYNC_POLL_INTERVAL_S": "nan"}, "--poll-interval-s must be > 0, got nan"),
+        ((), {"DISKSYNC_MAX_CLIENTS": "0"}, "--max-clients must be a finite number > 0"),
+        ((), {"DISKSYNC_HEARTBEAT_S": "-5"}, "--heartbeat-s must be a finite number >= 0"),
+        (
+            (),
+            {"DISKSYNC_RETENTION_MAX_AGE_S": "0"},
+            "--retention-max-age-s must be a finite number > 0",
+        ),
+        (
+            (),
+            {"DISKSYNC_POLL_INTERVAL_S": "nan"},
+            "--poll-interval-s must be a finite number > 0, got nan",
+        ),
     ],
 )
 def test_settings_that_cannot_work_are_configuration_errors(
