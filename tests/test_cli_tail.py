@@ -15,9 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trustme
+from websockets.asyncio.server import ServerConnection, serve
 
 from conftest import disksync_cmd, scaled
 from disksync.entry import Entry
+from disksync.hl.meta import block_meta
+from disksync.protocol import encode_connected
+from disksync.simulate.blocks import BlockGenerator
 from test_client_support import Filler, ServeProcess, create_key, write_serve_config, writer
 
 LAST = 200
@@ -299,3 +303,65 @@ async def stderr_line(proc: asyncio.subprocess.Process, wanted: Callable[[str], 
         if wanted(line):
             return line
     raise AssertionError("the expected status line never came")
+
+
+# ---- bad input: exit 2 with one line, before anything is printed ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [("ws://[::1", "Invalid IPv6 URL"), ("ws://127.0.0.1:99999/", "Port out of range")],
+)
+def test_an_unparseable_url_is_a_usage_error(url: str, why: str) -> None:
+    done = tail(url, "--api-key", "ak_live_" + "x" * 40, "--count", "1")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert why in lines[0]
+    assert done.stdout == b""
+
+
+def test_a_checkpoint_in_a_missing_directory_is_refused_at_start(
+    feed: Feed, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "nonexistent" / "dir" / "cp"
+    done = tail(feed.server.url, "--api-key", feed.key, "--from-seq", "1", "--count", "3",
+                "--checkpoint", str(checkpoint))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "checkpoint directory does not exist" in lines[0]
+    assert done.stdout == b""  # refused before the first command, not after it
+
+
+async def test_decode_goes_on_past_commands_it_cannot_read() -> None:
+    # A broken server: seq 1 carries raw_hex that is not hex, seq 3 a line that is not JSON.
+    line = BlockGenerator(seed=7, mean_bytes=2000).block_bytes(2)
+    good = Entry(2, line, block_meta(line).ts_ms or 0, 1)
+
+    def replica_cmd(seq: int, raw_hex: str) -> bytes:
+        return orjson.dumps(
+            {"type": "replica_cmd", "seq": seq, "raw_hex": raw_hex, "ts_ms": good.ts_ms,
+             "ingest_ts_us": 1, "publish_ts_us": 2}
+        )  # fmt: skip
+
+    async def broken_feed(ws: ServerConnection) -> None:
+        await ws.send(encode_connected(good.ts_ms, first_seq=1, head_seq=3, next_seq=1))
+        await ws.send(replica_cmd(1, "zz"))
+        await ws.send(replica_cmd(2, good.payload.hex()))
+        await ws.send(replica_cmd(3, b"not json".hex()))
+        await ws.wait_closed()
+
+    async with serve(broken_feed, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        done = await asyncio.to_thread(
+            tail, f"ws://127.0.0.1:{port}/", "--api-key", "k", "--count", "3", "--decode"
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0].startswith("seq 1 undecodable: seq 1: raw_hex is not hex")
+    assert lines[-1].startswith("seq 3 undecodable: ")
+    assert len(lines) >= 3 and all(line.startswith("seq 2 ") for line in lines[1:-1])
+    assert "undecodable" not in " ".join(lines[1:-1])
+    assert b"Traceback" not in done.stderr
+    assert b"disksync tail: 2 command(s) could not be decoded" in done.stderr

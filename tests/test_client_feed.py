@@ -21,6 +21,7 @@ from test_client_support import (
     Filler,
     Recorder,
     ServeProcess,
+    ToSeqIgnoringFront,
     assert_identical,
     client_config,
     collect_until,
@@ -488,6 +489,103 @@ async def test_gap_is_filled_from_another_endpoint_and_only_the_true_hole_report
         assert feed.counters.gaps_filled == 8
         assert feed.counters.upstream_gap_seqs == 2
     finally:
+        region_a.kill()
+        region_b.kill()
+        await journal_a.close()
+        await journal_b.close()
+
+
+def leftover_watchdogs() -> list[asyncio.Task[object]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__name__", "") == "watch" and not task.done()
+    ]
+
+
+async def test_a_gap_waits_for_an_endpoint_that_is_down_instead_of_skipping(
+    state: Path, tmp_path: Path
+) -> None:
+    # Region A's journal is complete; region B's lacks 41..50. A is down when the feed (on B)
+    # meets the hole: "A could not be asked" is not "nobody has it", so nothing may be skipped.
+    journal_a = Filler(state / "journal.sqlite")
+    journal_b = Filler(tmp_path / "b.sqlite")
+    await journal_a.append(1, 60)
+    await journal_b.append(1, 40)
+    await journal_b.append(51, 60)
+    region_a = ServeProcess(state)
+    region_b = ServeProcess(state, journal=tmp_path / "b.sqlite")
+    await start(region_b)
+    try:
+        _, key = create_key(state)
+        recorder = Recorder()
+        config = client_config([region_a.url, region_b.url], key, from_seq=1)
+        feed = Feed(config, on_event=recorder)
+        received: list[Command] = []
+        reader = asyncio.create_task(collect_until(feed, received, 60))
+
+        def fills_held_back() -> int:
+            return sum(
+                "gap 41..50 not filled" in e.reason for e in recorder.of(events.Disconnected)
+            )
+
+        await wait_for(
+            lambda: fills_held_back() >= 3 or reader.done(), scaled(20), "gap fill retries"
+        )
+        assert not reader.done()
+        assert [c.seq for c in received] == list(range(1, 41))
+        assert not recorder.of(events.UpstreamGap)
+
+        await start(region_a)  # the region that holds 41..50 recovers
+        await asyncio.wait_for(reader, scaled(20))
+        await feed.aclose()
+        expected = await journal_a.all_entries()
+        assert [c.seq for c in received] == [e.seq for e in expected] == list(range(1, 61))
+        assert [c.payload for c in received] == [e.payload for e in expected]
+        assert not recorder.of(events.UpstreamGap)
+        assert feed.counters.upstream_gap_seqs == 0
+        assert feed.counters.commands == 60
+    finally:
+        region_a.kill()
+        region_b.kill()
+        await journal_a.close()
+        await journal_b.close()
+
+
+async def test_a_server_ignoring_to_seq_cannot_make_the_feed_repeat(
+    state: Path, tmp_path: Path
+) -> None:
+    # B lacks 41..50; the only other endpoint answers range reads *without* honouring to_seq
+    # (it sends rows past 50 when asked for 41..50). The feed must stop at 50 and take 51.. from B.
+    journal_a = Filler(state / "journal.sqlite")
+    journal_b = Filler(tmp_path / "b.sqlite")
+    await journal_a.append(1, 60)
+    await journal_b.append(1, 40)
+    await journal_b.append(51, 60)
+    region_a = ServeProcess(state)
+    region_b = ServeProcess(state, journal=tmp_path / "b.sqlite")
+    await asyncio.gather(start(region_a), start(region_b))
+    front = ToSeqIgnoringFront(region_a.port)
+    await front.start()
+    try:
+        _, key = create_key(state)
+        recorder = Recorder()
+        # Pages of 4 do not end on 50: the third page asked for 49..50 comes back as 49..52.
+        config = client_config([front.url, region_b.url], key, from_seq=1, backfill_page=4)
+        feed = Feed(config, on_event=recorder)
+        received: list[Command] = []
+        await asyncio.wait_for(collect_until(feed, received, 60), scaled(20))
+        await feed.aclose()
+        assert leftover_watchdogs() == []  # the freshness watchdog ended with its connection
+        assert front.requests >= 1
+        assert [c.seq for c in received] == list(range(1, 61))
+        expected = await journal_a.all_entries()
+        assert [c.payload for c in received] == [e.payload for e in expected]
+        front_name = f"127.0.0.1:{front.port}"
+        assert recorder.of(events.GapFilled) == [events.GapFilled(41, 50, front_name)]
+        assert feed.counters.gaps_filled == 10
+    finally:
+        await front.close()
         region_a.kill()
         region_b.kill()
         await journal_a.close()

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
@@ -355,3 +356,61 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# ---- an HTTP front that ignores ``to_seq`` (a server bug the client must survive) -----------
+
+
+class ToSeqIgnoringFront:
+    """Serves ``GET /v1/replica_cmds`` by asking the real server without ``to_seq`` (so rows past
+    the range come back); any other request, a WebSocket upgrade included, gets a 503."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            target = urlsplit(request_line.split(" ")[1])
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in header_lines if line)
+            }
+            status, body = 503, b'{"error":"unavailable","message":"front only serves HTTP"}'
+            if target.path == "/v1/replica_cmds":
+                self.requests += 1
+                query = [(k, v) for k, v in parse_qsl(target.query) if k != "to_seq"]
+                async with httpx.AsyncClient(timeout=scaled(10)) as client:
+                    answer = await client.get(
+                        f"http://127.0.0.1:{self.target_port}/v1/replica_cmds",
+                        params=query,
+                        headers={"x-api-key": headers.get("x-api-key", "")},
+                    )
+                status, body = answer.status_code, answer.content
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n"
+                "content-type: application/x-ndjson\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -243,17 +244,62 @@ def test_checkpoint_refuses_garbage(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-def test_checkpointer_saves_at_most_once_per_interval(tmp_path: Path) -> None:
+async def test_checkpointer_saves_at_most_once_per_interval(tmp_path: Path) -> None:
     path = tmp_path / "feed.ckpt"
     saver = Checkpointer(path, interval_s=1.0)
     assert saver.load() is None
     assert saver.maybe_save(10, now=100.0)
     assert not saver.maybe_save(11, now=100.5)  # too soon
+    await saver.flush()
     assert load_checkpoint(path) == 10
     assert saver.maybe_save(12, now=101.1)
+    await saver.flush()
     assert load_checkpoint(path) == 12
-    saver.save(13, now=101.2)  # forced (on close)
+    saver.save(13, now=101.2)  # forced, synchronous (on close)
     assert load_checkpoint(path) == 13
+
+
+async def test_checkpoint_fsync_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spy on the OS call (not on our code): which thread pays for each fsync?
+    fsync_threads: list[int] = []
+    real_fsync = os.fsync
+
+    def spying_fsync(fd: int) -> None:
+        fsync_threads.append(threading.get_ident())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spying_fsync)
+    saver = Checkpointer(tmp_path / "feed.ckpt", interval_s=1.0)
+    assert saver.maybe_save(10, now=100.0)
+    await saver.flush()
+    assert fsync_threads, "the checkpoint was not written"
+    assert threading.get_ident() not in fsync_threads  # the loop's thread never fsyncs
+    assert load_checkpoint(tmp_path / "feed.ckpt") == 10
+
+
+async def test_final_save_wins_over_a_write_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "feed.ckpt"
+    saver = Checkpointer(path, interval_s=1.0)
+    for round_ in range(20):  # whichever of the two writes the worker thread reaches first
+        base = round_ * 10
+        assert saver.maybe_save(base + 1, now=float(round_ * 2))
+        saver.save(base + 5, now=float(round_ * 2))
+        await saver.flush()
+        assert load_checkpoint(path) == base + 5
+    assert sorted(os.listdir(tmp_path)) == ["feed.ckpt"]
+
+
+async def test_a_failed_background_write_surfaces(tmp_path: Path) -> None:
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    saver = Checkpointer(directory / "feed.ckpt", interval_s=0.0)
+    directory.rmdir()  # the directory disappears while the feed runs
+    assert saver.maybe_save(10, now=1.0)
+    await saver.flush()
+    with pytest.raises(FileNotFoundError):
+        saver.maybe_save(11, now=2.0)
 
 
 # ---- config and URLs ---------------------------------------------------------------------
@@ -272,6 +318,14 @@ def test_config_validation(tmp_path: Path) -> None:
         ClientConfig(urls=("wss://h/",), ca=tmp_path / "missing.pem")
     with pytest.raises(ConfigError):
         ClientConfig(urls=())
+    for bad, why in (("ws://[::1", "IPv6"), ("ws://127.0.0.1:99999/", "Port out of range")):
+        with pytest.raises(ConfigError, match=why):
+            ClientConfig(urls=(bad,))
+    with pytest.raises(ConfigError, match="does not exist"):
+        ClientConfig(urls=("ws://h/",), checkpoint=tmp_path / "missing" / "cp")
+    with pytest.raises(ConfigError, match="is a directory"):
+        ClientConfig(urls=("ws://h/",), checkpoint=tmp_path)
+    ClientConfig(urls=("ws://h/",), checkpoint=tmp_path / "cp")  # a file to be: fine
 
 
 def test_urls() -> None:

@@ -7,6 +7,11 @@ Rules kept here:
 * Never exits on its own except when ``--count`` is met (0), or on what retrying cannot fix
   (1, with a one-line message): the key is rejected, or the server's TLS certificate does not
   verify before the first connection (the message names ``--ca``).
+* Bad input is exit 2 with one line, before anything is printed: an unparseable URL (host,
+  IPv6 brackets, port), a ``--checkpoint`` whose directory is missing or not writable.
+* ``--decode`` never stops on a command it cannot read (not JSON, not a block, ``raw_hex``
+  that is not hex): it prints one ``seq N undecodable: ...`` line on stdout in its place and
+  says how many there were on stderr at exit.
 * Status lines are one line each, prefixed ``disksync tail:``, never a traceback. Conflicting
   flags are not silently resolved: an existing ``--checkpoint`` wins over ``--from-seq``, and
   tail says so (with both numbers) even under ``--quiet``.
@@ -29,7 +34,7 @@ from typing import IO, Any
 
 from disksync.client import ClientConfig, Command, Feed, events
 from disksync.client.checkpoint import load_checkpoint
-from disksync.errors import ConfigError, DecodeError
+from disksync.errors import ConfigError, DecodeError, ProtocolError
 
 EXIT_INTERRUPTED = 130
 
@@ -138,8 +143,9 @@ async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
     on_event = None if args.quiet else _status_printer(sys.stderr)
     feed = Feed(config, on_event=on_event)
     out = sys.stdout.buffer
+    undecodable = [0]
     try:
-        await _pump(feed, out, count=args.count, decode=args.decode)
+        await _pump(feed, out, count=args.count, decode=args.decode, undecodable=undecodable)
         return 0
     except asyncio.CancelledError:
         if not exit_code:
@@ -150,17 +156,27 @@ async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
         return 0
     finally:
         await feed.aclose()
+        if undecodable[0] and not args.quiet:
+            print(
+                f"disksync tail: {undecodable[0]} command(s) could not be decoded",
+                file=sys.stderr,
+                flush=True,
+            )
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def _pump(feed: Feed, out: IO[bytes], *, count: int | None, decode: bool) -> None:
+async def _pump(
+    feed: Feed, out: IO[bytes], *, count: int | None, decode: bool, undecodable: list[int]
+) -> None:
+    """Print commands; ``undecodable[0]`` counts those ``--decode`` could not read."""
     if count == 0:
         return
     written = 0
     async for command in feed:
         if decode:
-            _write_summary(out, command)
+            if not _write_summary(out, command):
+                undecodable[0] += 1
         else:
             out.write(command.message)
             out.write(b"\n")
@@ -185,15 +201,20 @@ def _warn_if_checkpoint_wins(checkpoint: Path | None, from_seq: int | None) -> N
     )
 
 
-def _write_summary(out: IO[bytes], command: Command) -> None:
-    from disksync.hl import summarize
+def _write_summary(out: IO[bytes], command: Command) -> bool:
+    """Write the summary lines of one command; ``False`` when it did not decode (one
+    ``undecodable`` line is written instead, and tail goes on)."""
+    from disksync.hl import summarize, summarize_payload
 
+    decoded = True
     try:
         lines = summarize(command.decode())
-    except DecodeError as exc:
-        print(f"disksync tail: seq {command.seq}: cannot decode: {exc}", file=sys.stderr)
-        return
+    except ProtocolError as exc:  # raw_hex that is not hex: a broken server, not the node
+        lines, decoded = [f"seq {command.seq} undecodable: {exc}"], False
+    except DecodeError:  # the node's line is not a block: its one clipped "undecodable" line
+        lines, decoded = summarize_payload(command.payload, command.seq), False
     out.write("".join(line + "\n" for line in lines).encode())
+    return decoded
 
 
 def _status_printer(stream: IO[str]) -> events.EventCallback:

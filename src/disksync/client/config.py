@@ -2,13 +2,15 @@
 
 Rules kept here:
 * Every knob has a production default; tests shrink the timings through the same dataclass.
-* Validation happens once, at construction: a bad URL or setting raises ``ConfigError`` before
-  any connection is attempted.
+* Validation happens once, at construction: a bad URL (unparseable host or port included) or
+  setting raises ``ConfigError`` before any connection is attempted; so does a checkpoint whose
+  directory is missing or not writable.
 * The API key is a value like any other; reading ``DISKSYNC_API_KEY`` is the CLI's job.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +90,12 @@ class ClientConfig:
         if not self.urls:
             raise ConfigError("at least one feed URL is required")
         for url in self.urls:
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 -- parsing the port is what raises on a bad one
+            except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+                shown = url.split("?", 1)[0]  # a query string may carry a key: never echo it
+                raise ConfigError(f"bad feed URL {shown!r}: {exc}") from None
             if parts.scheme not in ("ws", "wss") or not parts.hostname:
                 raise ConfigError(f"feed URL must be ws:// or wss://HOST[:PORT]/, got {url!r}")
             if parts.query:
@@ -103,3 +110,16 @@ class ClientConfig:
             raise ConfigError("backfill_page must be within 1..10000")
         if self.ca is not None and not Path(self.ca).is_file():
             raise ConfigError(f"CA file not found: {self.ca}")
+        if self.checkpoint is not None:
+            _check_checkpoint_dir(Path(self.checkpoint))
+
+
+def _check_checkpoint_dir(path: Path) -> None:
+    """Fail at start, not after the first command, when the checkpoint cannot be written."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise ConfigError(f"checkpoint directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"checkpoint directory is not writable: {directory}")
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a directory, not a file")

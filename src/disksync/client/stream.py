@@ -3,7 +3,9 @@
 Rules kept here:
 * Order is judged by one ``SeqCursor``: a command is delivered only if it is the next seq; a
   seq already delivered is dropped (counted); a seq past the next one is a gap, which is first
-  filled over HTTP from any endpoint and only then reported as an ``UpstreamGap``.
+  filled over HTTP from any endpoint (``catchup``), and reported as an ``UpstreamGap`` only once
+  every endpoint answered that it lacks those seqs (an endpoint that cannot be asked means
+  "retry later", never "skip").
 * Every attempt resumes at ``cursor.next_seq``; the first ``connected`` frame pins the position
   even before the first command, so a reconnect never silently skips to "live".
 * One function (``retry.decide``) says what a failure means; 401/403/1008 raise at once, and
@@ -28,13 +30,12 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from disksync.client import events
-from disksync.client.backfill import fetch_range, http_client
 from disksync.client.backoff import backoff_delays, jitter_delay
+from disksync.client.catchup import CatchUp
 from disksync.client.checkpoint import Checkpointer
 from disksync.client.command import Command
 from disksync.client.config import ClientConfig
@@ -47,7 +48,7 @@ from disksync.client.connection import (
 )
 from disksync.client.frames import FrameParser
 from disksync.client.freshness import Freshness, Session, watch
-from disksync.client.retry import Action, Decision, Failure, Kind, decide
+from disksync.client.retry import Action, Decision, Failure, Kind
 from disksync.client.stall import StallWatch
 from disksync.errors import FeedError, ProtocolError, RetentionError
 from disksync.protocol import Connected, Heartbeat, ReplayComplete, SeqCursor, Step
@@ -71,7 +72,7 @@ class Feed:
             if config.checkpoint is not None
             else None
         )
-        self._http: httpx.AsyncClient | None = None
+        self._catch_up = CatchUp(config, self._cursor, self.counters, self._emit)
         self._gen: AsyncGenerator[Command, None] | None = None
         self._loop_time = time.monotonic
         self._freshness = Freshness.of(config)
@@ -104,12 +105,12 @@ class Feed:
     async def aclose(self) -> None:
         """Close the connection and save the checkpoint. To stop a feed that another task is
         iterating, cancel that task (a running generator cannot be closed from outside)."""
+        if self._checkpointer is not None:
+            await self._checkpointer.flush()  # so the final, synchronous save never waits on it
         if self._gen is not None and not getattr(self._gen, "ag_running", False):
             await self._gen.aclose()
         self._save_checkpoint()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._catch_up.aclose()
 
     # ---- the reconnect loop -------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class Feed:
                     tried_in_round = 0
                     failed_rounds += 1
                     if failed_rounds >= config.http_fallback_after:
-                        async with contextlib.aclosing(self._http_catch_up()) as backfill:
+                        async with contextlib.aclosing(self._catch_up.catch_up()) as backfill:
                             async for command in backfill:
                                 yield command
                                 self._processed(command.seq)
@@ -230,7 +231,7 @@ class Feed:
             raise AttemptFailed(Failure(Kind.PROTOCOL, str(exc))) from None
         finally:
             if watchdog is not None:
-                watchdog.cancel()
+                await _stop(watchdog)
             await close_connection(ws, config.timeouts.close_s)
 
     async def _receive(
@@ -253,7 +254,9 @@ class Feed:
                     counters.duplicates += 1
                     continue
                 else:
-                    async with contextlib.aclosing(self._fill_gap(index, message.seq)) as gap:
+                    async with contextlib.aclosing(
+                        self._catch_up.fill_gap(index, message.seq)
+                    ) as gap:
                         async for filled in gap:
                             session.delivered += 1
                             yield filled
@@ -276,118 +279,8 @@ class Feed:
             elif type(message) is ReplayComplete:
                 self._emit(events.ReplayComplete(self._name(index), message.seq))
 
-    # ---- HTTP: gaps and catch-up ------------------------------------------------------------
-
-    async def _fill_gap(self, index: int, seen: int) -> AsyncGenerator[Command, None]:
-        """Deliver what exists of ``next_seq .. seen-1`` on any endpoint, in order; report each
-        run of seqs that no endpoint has as an ``UpstreamGap`` (and move past it)."""
-        order = [index, *(i for i in range(len(self.config.urls)) if i != index)]
-        while (start := self._cursor.next_seq) is not None and start < seen:
-            lowest_found = seen  # the lowest seq past ``start`` that some endpoint has
-            for source in order:
-                delivered = 0
-                try:
-                    async with contextlib.aclosing(
-                        self._http_range(source, start, seen - 1)
-                    ) as commands:
-                        async for command in commands:
-                            step = self._cursor.classify(command.seq)
-                            if step is Step.DUPLICATE:
-                                continue
-                            if step is Step.GAP:  # a hole here too: maybe not elsewhere
-                                lowest_found = min(lowest_found, command.seq)
-                                break
-                            self._cursor.last = command.seq
-                            self.counters.gaps_filled += 1
-                            self.counters.commands += 1
-                            delivered += 1
-                            yield command
-                except AttemptFailed as exc:
-                    self._fatal_if_needed(exc.failure)
-                    log.info("gap fill from %s failed: %s", self._name(source), exc.failure.detail)
-                if delivered:
-                    last = start + delivered - 1
-                    self._emit(events.GapFilled(start, last, self._name(source)))
-                    break
-            else:
-                self.counters.upstream_gap_seqs += lowest_found - start
-                self._emit(events.UpstreamGap(start, lowest_found - 1))
-                self._cursor.last = lowest_found - 1
-
-    async def _http_range(self, index: int, first: int, last: int) -> AsyncGenerator[Command, None]:
-        page = self.config.backfill_page
-        start = first
-        while start <= last:
-            count = 0
-            async with contextlib.aclosing(self._http_page(index, start, last, page)) as commands:
-                async for command in commands:
-                    count += 1
-                    start = command.seq + 1
-                    yield command
-            if count < page:
-                return
-
-    def _http_page(
-        self, index: int, start: int, last: int | None, limit: int
-    ) -> AsyncGenerator[Command, None]:
-        if self._http is None:
-            self._http = http_client(self.config)
-        return fetch_range(
-            self._http,
-            self.config.urls[index],
-            from_seq=start,
-            to_seq=last,
-            limit=limit,
-            max_line_bytes=self.config.max_frame_bytes,
-        )
-
-    async def _http_catch_up(self) -> AsyncGenerator[Command, None]:
-        """While the WebSocket cannot be opened, read forward over HTTP from the first endpoint
-        that answers, page by page, until a short page says we reached its head."""
-        for index in range(len(self.config.urls)):
-            before = self.counters.backfilled
-            try:
-                async with contextlib.aclosing(self._catch_up_from(index)) as commands:
-                    async for command in commands:
-                        yield command
-            except AttemptFailed as exc:
-                self._fatal_if_needed(exc.failure)
-                # expected while the server is down; the Reconnecting event already says so
-                log.debug("HTTP catch-up from %s failed: %s", self._name(index), exc.failure.detail)
-            if self.counters.backfilled > before:
-                return
-
-    async def _catch_up_from(self, index: int) -> AsyncGenerator[Command, None]:
-        page = self.config.backfill_page
-        while (start := self._cursor.next_seq) is not None:
-            in_page = 0
-            async with contextlib.aclosing(self._http_page(index, start, None, page)) as commands:
-                async for command in commands:
-                    in_page += 1
-                    step = self._cursor.classify(command.seq)
-                    if step is Step.DUPLICATE:
-                        continue
-                    if step is Step.GAP:
-                        async with contextlib.aclosing(self._fill_gap(index, command.seq)) as gap:
-                            async for filled in gap:
-                                yield filled
-                    self._cursor.last = command.seq
-                    self.counters.backfilled += 1
-                    self.counters.commands += 1
-                    yield command
-            last = self._cursor.last
-            if last is not None and last >= start:
-                self._emit(events.Backfilled(start, last, self._name(index)))
-            if in_page < page:
-                return
-
     def _fatal_if_needed(self, failure: Failure) -> Decision:
-        """Raise what retrying cannot fix; otherwise say what to do."""
-        decision = decide(failure, ever_connected=self.counters.connects > 0)
-        if decision.action is Action.FATAL:
-            assert decision.error is not None
-            raise decision.error
-        return decision
+        return self._catch_up.raise_if_fatal(failure)
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -406,3 +299,11 @@ class Feed:
 
     def _name(self, index: int) -> str:
         return endpoint_name(self.config.urls[index])
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait until it has ended (nothing is left running unowned)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("freshness watchdog failed: %r", error)
