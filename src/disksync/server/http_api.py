@@ -17,6 +17,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ MAX_LIMIT = 10_000
 STREAM_BATCH = 64
 STREAM_BATCH_BYTES = 4 << 20  # payload bytes per journal read of a backfill (hex doubles them)
 ENCODE_INLINE_BYTES = 256 << 10  # larger batches are encoded off the event loop
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -111,6 +114,13 @@ async def handle(server: FeedServer, method: bytes, target: bytes, headers: Head
             return error_response(Rejection(404, "not_found", "no such route"))
     except Rejected as exc:
         return error_response(exc.rejection)
+    except Exception:
+        # One request's failure (a damaged journal page, a bug) must still get an answer in
+        # the shape of every other error, and must not touch any other connection.
+        log.exception("HTTP request failed", extra={"route": route})
+        return error_response(
+            Rejection(500, "internal_error", "the server could not complete this request")
+        )
     response.headers.extend(limit_headers)
     return response
 
