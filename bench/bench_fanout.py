@@ -515,7 +515,9 @@ def zstd_costs(count: int = 40) -> dict[str, float]:
 
 
 def report(args: argparse.Namespace) -> None:
-    duration = 3.0 if args.quick else 4.0
+    # At 14 msg/s a run of D seconds gives 14*D samples: p99 needs a few hundred to mean more
+    # than "the maximum" (use --latency-s 15 or more for recorded figures).
+    duration = 3.0 if args.quick else args.latency_s
     rounds = 1 if args.quick else 3
     print(f"# bench_fanout  (cpus={os.cpu_count()}, duration={duration}s per run)\n")
     print("## latency, mainnet profile (14 msg/s, ~190 KB lines; frames ~380 KB)")
@@ -568,6 +570,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", default="report")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--latency-s", type=float, default=4.0, help="seconds per latency run")
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
