@@ -3,7 +3,9 @@ same run.
 
 1. Throughput: a pre-written data dir (``write_data_dir``, mainnet-sized lines) ingested into a
    fresh SQLite journal from ``earliest``; compared with ``cat`` and ``dd`` of the same files to
-   /dev/null (page cache warm for all three).
+   /dev/null (page cache warm for all three). The ingest runs once per (batch, read chunk)
+   size pair, with a probe on the loop measuring its stalls (how late a 1 ms sleep wakes up):
+   the feed server shares that loop.
 2. Latency: a writer thread appends mainnet-sized lines at 14 lines/s in 1-3 unbuffered writes;
    for each line, the time from the write of its last byte to the return of the journal append
    that stored it (and, separately, to the moment the tailer read it). inotify, then polling.
@@ -51,22 +53,33 @@ def _timed(argv: list[str]) -> float:
 
 async def _ingest_until(
     data_dir: Path, journal_path: Path, last: int, config: TailerConfig
-) -> float:
+) -> tuple[float, list[float]]:
+    """Seconds to ingest everything, and the loop's stalls (ms) seen meanwhile."""
     journal = open_journal(f"sqlite:{journal_path}")
     ingest = Ingest(
         journal, data_dir, start="earliest", tailer_config=config, registry=CollectorRegistry()
     )
+    stalls: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append((time.perf_counter() - asked - 0.001) * 1000)
+
     started = time.perf_counter()
     task = asyncio.create_task(ingest.run())
+    prober = asyncio.create_task(probe())
     try:
         while ingest.stats().head_seq != last:
             if task.done():
                 task.result()
             await asyncio.sleep(0.005)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, stalls
     finally:
+        prober.cancel()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, prober, return_exceptions=True)
         await journal.close()
 
 
@@ -122,11 +135,21 @@ def throughput(root: Path, gigabytes: float) -> None:
     append_s = asyncio.run(_append_only(files, root / "reference.sqlite"))
     for path in root.glob("reference.sqlite*"):
         path.unlink()
-    config = TailerConfig()
-    ingest_s = asyncio.run(
-        _ingest_until(data_dir, root / "journal.sqlite", tree.last_height, config)
-    )
     mb = size / 1e6
+    default = TailerConfig()
+    sizes = [(16, 4096), (4, 4096), (2, 2048), (16, 1024), (16, 512), (4, 512)]
+    default_mib = (default.batch_max_bytes >> 20, default.read_chunk_bytes >> 10)
+    if default_mib not in sizes:
+        sizes.append(default_mib)
+    runs: dict[tuple[int, int], tuple[float, list[float]]] = {}
+    for batch_mib, chunk_kib in sizes:
+        config = TailerConfig(batch_max_bytes=batch_mib << 20, read_chunk_bytes=chunk_kib << 10)
+        runs[batch_mib, chunk_kib] = asyncio.run(
+            _ingest_until(data_dir, root / "journal.sqlite", tree.last_height, config)
+        )
+        for path in root.glob("journal.sqlite*"):
+            path.unlink()
+    ingest_s = runs[default_mib][0]
     print(f"data: {count} lines, {mb:.0f} MB in {len(files)} files")
     print(f"  cat  > /dev/null: {mb / cat_s:8.0f} MB/s")
     print(f"  dd   > /dev/null: {mb / dd_s:8.0f} MB/s")
@@ -138,6 +161,15 @@ def throughput(root: Path, gigabytes: float) -> None:
         f"= {ingest_s / append_s:.2f}x the time of journal.append alone, "
         f"{ingest_s / copy_s:.2f}x the durable copy, {ingest_s / cat_s:.0f}x cat"
     )
+    print("  ingest by (batch, read chunk) size; loop stall = lateness of a 1 ms sleep:")
+    for (batch_mib, chunk_kib), (seconds, stalls) in runs.items():
+        mark = "  (default)" if (batch_mib, chunk_kib) == default_mib else ""
+        print(
+            f"    batch {batch_mib:2d} MiB, chunk {chunk_kib:4d} KiB: {mb / seconds:6.0f} MB/s "
+            f"= {seconds / ingest_s:.2f}x the default's time; loop stall p50 "
+            f"{_pct(stalls, 0.5):5.2f} p99 {_pct(stalls, 0.99):6.2f} "
+            f"max {max(stalls):6.2f} ms{mark}"
+        )
 
 
 def _write_lines(path: str, seconds: float, rate: float, out: str) -> None:

@@ -151,7 +151,8 @@ def test_kill_9_of_serve_loses_nothing_and_duplicates_nothing(tmp_path: Path) ->
     assert journaled == expected  # byte for byte
 
 
-def test_serve_without_data_dir_exits_1_with_one_line(tmp_path: Path) -> None:
+def test_serve_without_data_dir_exits_2_with_one_line(tmp_path: Path) -> None:
+    # a data dir that is not there is a configuration error (cli/serve.py), found at once
     result = subprocess.run(
         disksync_cmd(
             "serve", "--data-dir", str(tmp_path / "missing"), "--state-dir", str(tmp_path)
@@ -159,7 +160,7 @@ def test_serve_without_data_dir_exits_1_with_one_line(tmp_path: Path) -> None:
         capture_output=True,
         timeout=scaled(30),
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0], lines
 

@@ -14,14 +14,18 @@ Rules kept here:
 * ``trimmed_below`` is one past the highest seq retention ever deleted (0: never trimmed). A
   read that starts below it asked for something that existed and is gone: ``RetentionError``.
   A start below ``first_seq`` but not below ``trimmed_below`` simply starts at ``first_seq``.
+* A seq or count outside SQLite's signed 64-bit INTEGER is a ``JournalError`` naming it, never
+  a bare ``OverflowError`` (which no caller expects).
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from disksync.entry import Bounds, Entry
 from disksync.errors import ConflictError, JournalError, RetentionError
@@ -45,6 +49,26 @@ _SCHEMA = (
     )""",
     "INSERT INTO meta (id, count, total_bytes, trimmed_below) VALUES (0, 0, 0, 0)",
 )
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _ints_fit(func: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Turn sqlite3's ``OverflowError`` (an int beyond 64 bits) into a ``JournalError``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return func(*args, **kwargs)
+        except OverflowError as exc:
+            raise JournalError(
+                f"journal {func.__name__}: a seq or count does not fit SQLite's 64-bit "
+                f"INTEGER ({exc})"
+            ) from exc
+
+    return wrapper
+
 
 _INSERT = "INSERT INTO entries (seq, ts_ms, ingest_ts_us, nbytes, payload) VALUES (?, ?, ?, ?, ?)"
 
@@ -165,6 +189,7 @@ def data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
+@_ints_fit
 def append(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, Snapshot]:
     """Write the entries not yet stored; returns (appended, duplicates, snapshot after)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -229,6 +254,7 @@ def _split_known(
     return entries[known:], known
 
 
+@_ints_fit
 def read(conn: sqlite3.Connection, start: int, limit: int, max_bytes: int | None) -> list[Entry]:
     """Up to ``limit`` entries from ``start``; with ``max_bytes``, stop before the payloads
     exceed it (but always return at least one entry when one exists)."""
@@ -273,6 +299,7 @@ def _end_within(conn: sqlite3.Connection, start: int, limit: int, max_bytes: int
     return end
 
 
+@_ints_fit
 def get(conn: sqlite3.Connection, seq: int) -> Entry | None:
     conn.execute("BEGIN")
     try:

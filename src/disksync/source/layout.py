@@ -8,6 +8,7 @@ Rules kept here:
   alone. A date directory is ``YYYYMMDD`` (a real calendar date). A file is a bare decimal
   height, compared as a number.
 * File ``N`` holds blocks ``N+1 …``: line ``i`` (0-based) is height ``N+i+1``.
+* A height above ``MAX_HEIGHT`` (2**62 - 1) is not a height: seqs must fit SQLite's INTEGER.
 * The read order of files is (run time, date, height). A name that does not parse is never an
   error: it is reported to the caller (who warns once and counts it) and skipped.
 * ``choose_start`` is pure; ``scan`` only lists directories (no file is opened or stat'ed).
@@ -50,11 +51,17 @@ def parse_date(name: str) -> int | None:
     return int(name)
 
 
+# Heights become SQLite INTEGERs (signed 64-bit) after adding a line index: a larger name
+# cannot be a real height, and would only crash the journal.
+MAX_HEIGHT = 2**62 - 1
+
+
 def parse_height(name: str) -> int | None:
-    """A bare decimal height (no sign, no suffix), or None."""
-    if not name or not (name.isascii() and name.isdigit()):
+    """A bare decimal height (no sign, no suffix) up to ``MAX_HEIGHT``, or None."""
+    if not name or not (name.isascii() and name.isdigit()) or len(name.lstrip("0")) > 19:
         return None
-    return int(name)
+    height = int(name)
+    return height if height <= MAX_HEIGHT else None
 
 
 @dataclass(frozen=True, slots=True, order=True)

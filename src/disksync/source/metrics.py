@@ -3,7 +3,8 @@
 Rules kept here:
 * Nothing is registered on prometheus_client's global registry.
 * Every anomaly the tailer survives (a name it cannot parse, a truncated file, a line that is
-  not JSON, a torn tail it had to abandon, a file deleted before it was read) has a counter, so
+  not JSON, a torn tail it had to abandon, a file deleted before it was read, a line height
+  it could not believe, a FIFO named like a log file) has a counter, so
   "nothing was lost" can be checked from the outside.
 """
 
@@ -38,3 +39,10 @@ class SourceMetrics:
             "torn_tails", "Incomplete last lines abandoned after rotation (never completed)"
         )
         self.rotations = counter("rotations", "Switches from one log file to the next")
+        self.implausible_heights = counter(
+            "implausible_heights",
+            "Lines whose own height is far from their position (numbered by position instead)",
+        )
+        self.irregular_files = counter(
+            "irregular_files", "Names in the log tree that are not regular files (skipped)"
+        )

@@ -8,11 +8,22 @@ Rules kept here:
   quiet for ``torn_tail_timeout_s``, because nothing can complete it any more.
 * Rotation: when a newer file exists and the current one is at its end, switch at once if the
   current file provably ends where the next begins (same run, last seq >= next file's height),
-  otherwise after the current file has been quiet for ``rotate_grace_s`` with its last line
-  complete (quiet by its mtime, or by our own observation when the mtime is unusable). The
-  old file may still receive its last bytes meanwhile; they are read.
-* A file that shrinks (or whose name now points at another inode) is re-read from its start:
-  error log + ``truncations`` metric. The ingest drops the lines it already journaled.
+  otherwise once BOTH the current file has been quiet for ``rotate_grace_s`` with its last
+  line complete (quiet by its mtime, or by our own observation when the mtime is unusable)
+  AND the next file has been known to us for ``rotate_grace_s``: the node may write the old
+  file's last bytes just after opening the next one, however long it was quiet before. The
+  old file is never left while it holds bytes past our offset (checked right before).
+* A file that shrinks, whose name now points at another inode, or whose first bytes (or the
+  byte before our offset, between lines) no longer match what we read, is re-read from its
+  start: error log + ``truncations`` metric. The ingest drops the lines it already journaled
+  and alarms on changed ones; a torn fragment is never handed out as a line.
+* A line's own ``height`` is believed only within ``height_window`` of its position; beyond
+  that it is numbered by position (error log + ``implausible_heights``), so one bogus line can
+  neither crash the journal (a seq beyond 64 bits) nor wedge it (every later line "late").
+* Names that are not regular files (a FIFO named like a height) are skipped without blocking:
+  warning + ``irregular_files``.
+* The loop is shared with the feed server: a batch is read chunk by chunk, handing the loop
+  back before each chunk.
 * A file deleted while open is read to its end through the open descriptor; one deleted before
   it was opened is skipped (warning + ``vanished_files``); the ingest reports the seq gap.
 * A partial line above ``max_line_bytes`` stops the tailer with ``SourceError`` after every
@@ -35,7 +46,15 @@ from pathlib import Path
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import SourceError
 from disksync.hl.meta import block_meta
-from disksync.source.files import OpenFile, TailerConfig, check_data_dir, count_lines, open_log
+from disksync.source.files import (
+    HEAD_BYTES,
+    NotRegularFileError,
+    OpenFile,
+    TailerConfig,
+    check_data_dir,
+    count_lines,
+    open_log,
+)
 from disksync.source.layout import (
     REPLICA_DIR,
     FileKey,
@@ -75,6 +94,9 @@ class Tailer:
         self._warned_names: set[Path] = set()
         self._watcher: Watcher | None = None
         self._next_poll = 0.0
+        # When each upcoming file was first seen (monotonic): the rotation grace runs from
+        # that moment, not from the old file's last growth.
+        self._seen_at: dict[FileKey, float] = {}
 
     # ---- status ------------------------------------------------------------------------
 
@@ -124,7 +146,12 @@ class Tailer:
         self._watcher.watch([self._data_dir, self._replica_dir])
         loop = asyncio.get_running_loop()
         next_log = loop.time()
-        while not ready():
+        while True:
+            # Forget wake-ups before looking: an event that is never cleared (the IN_IGNORED
+            # of a dropped watch) would otherwise make every later wait return at once.
+            self._watcher.clear()
+            if ready():
+                return
             if loop.time() >= next_log:
                 log.warning("waiting for %s", what, extra={"data_dir": str(self._data_dir)})
                 next_log = loop.time() + self._config.wait_log_interval_s
@@ -164,6 +191,7 @@ class Tailer:
             if skipped and self._numbered_by_position(current, last_start, offset, skipped):
                 current.offset, current.index = offset, skipped
                 current.last_seq = current.log.height + skipped
+                current.head = os.pread(current.fd, min(HEAD_BYTES, offset), 0)
         log.info(
             "following %s from line %d",
             current.log.path,
@@ -177,8 +205,11 @@ class Tailer:
         a different ``height`` of its own means positions cannot be trusted in this file: it
         is then read from its start, line by line (lines before the start point dropped)."""
         meta = block_meta(os.pread(current.fd, end - 1 - start, start))
-        if meta.height is None or meta.height == current.log.height + index:
+        positional = current.log.height + index
+        if meta.height is None or meta.height == positional:
             return True
+        if abs(meta.height - positional) > self._config.height_window:
+            return True  # an implausible height is ignored when reading (see _frame) too
         log.info("lines carry their own height; reading %s from its start", current.log.path)
         return False
 
@@ -188,7 +219,7 @@ class Tailer:
         poll = self._config.poll_interval_s
         while True:
             self._watcher.clear()
-            batch = self._read_batch()
+            batch = await self._read_batch()
             if batch:
                 yield batch
                 continue
@@ -209,22 +240,29 @@ class Tailer:
             if self._upcoming:
                 wait_s = self._rotation_wait()
                 if wait_s <= 0:
-                    self._rotate()
-                    continue
+                    if not self._grew_since_read():
+                        self._rotate()
+                    continue  # bytes came in meanwhile: read them before deciding again
             await self._watcher.wait(min(wait_s, max(0.0, self._next_poll - loop.time())))
 
-    def _read_batch(self) -> list[Entry]:
+    async def _read_batch(self) -> list[Entry]:
         current = self._file
         if current is None or self._oversized is not None:
             return []
         config = self._config
+        if current.rewritten():
+            self._note_truncation(current, "was truncated or rewritten in place")
         entries: list[Entry] = []
         budget = start_budget = config.batch_max_bytes
         while budget > 0 and len(entries) < config.batch_max_lines:
+            # The loop is shared with the feed server: hand it back before every chunk, so a
+            # catch-up batch stalls it for one chunk's framing and parsing, not a whole batch.
+            await asyncio.sleep(0)
             data = os.pread(current.fd, config.read_chunk_bytes, current.offset)
             if not data:
                 break
             ingest_us = self._wall_ns() // 1000
+            current.note_read(current.offset, data)
             current.offset += len(data)
             budget -= len(data)
             self._frame(current, data, ingest_us, entries)
@@ -246,10 +284,17 @@ class Tailer:
 
     def _frame(self, current: OpenFile, data: bytes, ingest_us: int, out: list[Entry]) -> None:
         base = current.log.height + 1
+        window = self._config.height_window
         non_json = untimed = 0
+        implausible: list[tuple[int, int, int]] = []  # (line index, its height, seq used)
         for line in current.framer.feed(data):
             meta = block_meta(line)
-            seq = meta.height if meta.height is not None else base + current.index
+            seq = base + current.index
+            if meta.height is not None:
+                if abs(meta.height - seq) <= window:
+                    seq = meta.height
+                else:
+                    implausible.append((current.index, meta.height, seq))
             current.index += 1
             current.last_seq = seq
             if self._skip_below is not None:
@@ -273,6 +318,24 @@ class Tailer:
             )
         if untimed:
             self._metrics.untimed_lines.inc(untimed)
+        if implausible:
+            self._note_implausible(current, implausible)
+
+    def _note_implausible(self, current: OpenFile, lines: list[tuple[int, int, int]]) -> None:
+        # Believing such a height would journal a seq far ahead (every later line then "late",
+        # forever) or one SQLite cannot store: the position is the better guess, made loudly.
+        self._metrics.implausible_heights.inc(len(lines))
+        index, height, seq = lines[0]
+        log.error(
+            "line %d carries height %d, more than %d away from its position; numbered %d by "
+            "its position instead (%d such line(s) in this read)",
+            index,
+            height,
+            self._config.height_window,
+            seq,
+            len(lines),
+            extra={"path": str(current.log.path), "line_index": index},
+        )
 
     # ---- edge cases --------------------------------------------------------------------
 
@@ -285,16 +348,18 @@ class Tailer:
         current.mtime_ns = max(current.mtime_ns, st.st_mtime_ns)
         if st.st_size >= current.offset:
             return False
+        self._note_truncation(current, f"shrank from {current.offset} to {st.st_size} bytes")
+        return True
+
+    def _note_truncation(self, current: OpenFile, what: str) -> None:
         self._metrics.truncations.inc()
         log.error(
-            "log file shrank from %d to %d bytes under the tailer; re-reading it from the "
-            "start (lines already journaled are checked, not duplicated)",
-            current.offset,
-            st.st_size,
+            "log file %s under the tailer; re-reading it from the start (lines already "
+            "journaled are checked: equal ones skipped, changed ones alarmed)",
+            what,
             extra={"path": str(current.log.path)},
         )
         current.rewind()
-        return True
 
     def _check_replaced(self) -> bool:
         """A new file under the current name (deleted and recreated): read the new one."""
@@ -324,17 +389,26 @@ class Tailer:
         nxt = self._upcoming[0]
         if current is None:
             return 0.0
-        # Quiet by the file's mtime (an old file is done at once), or by our own observation
-        # when the mtime is unusable (a clock ahead of ours would otherwise delay us forever).
-        quiet_s = max(
-            (self._wall_ns() - current.mtime_ns) / 1e9, time.monotonic() - current.grew_at
-        )
         if current.framer.pending_bytes == 0:
             last = current.last_seq
             if last is not None and nxt.same_run(current.log) and last >= nxt.height:
                 return 0.0
-            return self._config.rotate_grace_s - quiet_s
-        return self._config.torn_tail_timeout_s - quiet_s
+            limit = self._config.rotate_grace_s
+        else:
+            limit = self._config.torn_tail_timeout_s
+        now = time.monotonic()
+        # The old file must be quiet: by its mtime, or by our own observation when the mtime
+        # is unusable (a clock ahead of ours would otherwise delay us forever) ...
+        old_quiet_s = max((self._wall_ns() - current.mtime_ns) / 1e9, now - current.grew_at)
+        # ... AND the next file must have been known for the whole grace: the node may still
+        # write the old file's last bytes just after it opened the next one (SPEC section 1),
+        # however long the old file was quiet before that.
+        next_known_s = now - self._seen_at.get(nxt.key, now)
+        return limit - min(old_quiet_s, next_known_s)
+
+    def _grew_since_read(self) -> bool:
+        current = self._file
+        return current is not None and os.fstat(current.fd).st_size > current.offset
 
     def _rotate(self) -> None:
         current = self._file
@@ -368,6 +442,14 @@ class Tailer:
                 extra={"path": str(log_file.path)},
             )
             return False
+        except NotRegularFileError:
+            self._metrics.irregular_files.inc()
+            log.warning(
+                "skipping a name in the log tree that is not a regular file (a FIFO, socket, "
+                "device or directory); its lines, if any, are missing here",
+                extra={"path": str(log_file.path)},
+            )
+            return False
         self._file = OpenFile(log_file, fd)
         return True
 
@@ -381,6 +463,8 @@ class Tailer:
         result = scan(self._replica_dir, after=self._position)
         self._note_unparseable(result.unparseable)
         self._upcoming = result.files
+        now = time.monotonic()
+        self._seen_at = {f.key: self._seen_at.get(f.key, now) for f in result.files}
         newest = result.files[-1] if result.files else (current.log if current else None)
         self._newest = newest.path if newest else None
         dirs: list[Path] = [self._replica_dir]

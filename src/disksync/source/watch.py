@@ -9,6 +9,8 @@ Rules kept here:
   unwatched, so a node running for months does not accumulate one watch per day.
 * ``tree_changed`` is raised by events that can add or remove files (create, delete, move,
   queue overflow); writes only wake the waiter.
+* ``wait`` always yields to the loop: a wake-up that is never cleared costs CPU, never the
+  other tasks on the loop (the feed server shares it).
 """
 
 from __future__ import annotations
@@ -92,8 +94,11 @@ class Watcher:
         self._event.clear()
 
     async def wait(self, timeout: float) -> None:
-        """Until something changed or ``timeout`` seconds passed."""
+        """Until something changed or ``timeout`` seconds passed. Always yields to the loop,
+        even when it returns at once, so a caller that forgets ``clear`` slows down instead
+        of starving every other task."""
         if timeout <= 0 or self._event.is_set():
+            await asyncio.sleep(0)
             return
         try:
             async with asyncio.timeout(timeout):
