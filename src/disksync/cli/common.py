@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,3 +51,18 @@ def settings_from(
         env=os.environ if env is None else env,
         flags=flags,
     )
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers ``>= minimum`` with a message that says which."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from disksync.cli.common import whole_number
 from disksync.errors import ConfigError
 from disksync.hl.meta import parse_block_time_ns
 from disksync.simulate import (
@@ -49,26 +50,6 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected lines per second or 'max', got {text!r}"
         ) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -121,20 +102,20 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--mean-bytes",
-        type=_positive_int,
+        type=whole_number(1),
         default=DEFAULT_MEAN_BYTES,
         help=f"mean line size (default {DEFAULT_MEAN_BYTES}); lognormal tail, cap 8 MiB",
     )
-    p.add_argument("--lines-per-file", type=_positive_int, default=10_000)
+    p.add_argument("--lines-per-file", type=whole_number(1), default=10_000)
     p.add_argument(
         "--start-height",
-        type=_positive_int,
+        type=whole_number(1),
         default=DEFAULT_START_HEIGHT,
         help=f"first height written (default {DEFAULT_START_HEIGHT}, first line of a file)",
     )
     p.add_argument("--duration", type=_seconds, default=None, metavar="S", help="stop after S s")
-    p.add_argument("--count", type=_positive_int, default=None, help="stop after N lines")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="content seed (default 0)")
+    p.add_argument("--count", type=whole_number(1), default=None, help="stop after N lines")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="content seed (default 0)")
     p.add_argument(
         "--base-time",
         type=_base_time,
@@ -151,7 +132,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--max-replay-lines",
-        type=_positive_int,
+        type=whole_number(1),
         default=50,
         help="a restart rewrites 1..N of the last heights (default 50)",
     )

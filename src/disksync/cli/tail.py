@@ -32,21 +32,12 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from disksync.cli.common import whole_number
 from disksync.client import ClientConfig, Command, Feed, events
 from disksync.client.checkpoint import load_checkpoint
 from disksync.errors import ConfigError, DecodeError, ProtocolError
 
 EXIT_INTERRUPTED = 130
-
-
-def _seq(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -71,10 +62,10 @@ def register(subparsers: Any) -> None:
         "--api-key", default=None, metavar="KEY", help="API key (default: $DISKSYNC_API_KEY)"
     )
     parser.add_argument(
-        "--from-seq", type=_seq, default=None, metavar="N", help="start at this seq"
+        "--from-seq", type=whole_number(0), default=None, metavar="N", help="start at this seq"
     )
     parser.add_argument(
-        "--count", type=_seq, default=None, metavar="N", help="exit 0 after N commands"
+        "--count", type=whole_number(0), default=None, metavar="N", help="exit 0 after N commands"
     )
     parser.add_argument("--decode", action="store_true", help="one summary line per action")
     parser.add_argument(
