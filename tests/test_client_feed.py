@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +47,45 @@ def state(tmp_path: Path) -> Path:
 
 async def start(server: ServeProcess) -> None:
     await asyncio.to_thread(server.start)
+
+
+@dataclasses.dataclass
+class Regions:
+    journal_a: Filler
+    journal_b: Filler
+    a: ServeProcess  # serves STATE/journal.sqlite
+    b: ServeProcess  # serves TMP/b.sqlite
+
+
+@contextlib.asynccontextmanager
+async def two_regions(
+    state: Path, tmp_path: Path, *, a: list[tuple[int, int]], b: list[tuple[int, int]]
+) -> AsyncIterator[Regions]:
+    """Two regions over two journals filled with the given inclusive seq ranges. Neither server
+    is started (each test starts what it needs); both are killed and both journals closed
+    however the test ends."""
+    journal_a = Filler(state / "journal.sqlite")
+    path_b = tmp_path / "b.sqlite"
+    journal_b = Filler(path_b)
+    try:
+        for first, last in a:
+            await journal_a.append(first, last)
+        for first, last in b:
+            await journal_b.append(first, last)
+        regions = Regions(
+            journal_a,
+            journal_b,
+            ServeProcess(state),
+            ServeProcess(state, journal=tmp_path / "b.sqlite"),
+        )
+        try:
+            yield regions
+        finally:
+            regions.a.kill()
+            regions.b.kill()
+    finally:
+        await journal_a.close()
+        await journal_b.close()
 
 
 async def stop(server: ServeProcess, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -457,16 +497,11 @@ async def test_gap_is_filled_from_another_endpoint_and_only_the_true_hole_report
     state: Path, tmp_path: Path
 ) -> None:
     # Region A's journal lacks 41..50; region B's has them except 46..47 (a real upstream gap).
-    journal_a = Filler(state / "journal.sqlite")
-    journal_b = Filler(tmp_path / "b.sqlite")
-    await journal_a.append(1, 40)
-    await journal_a.append(51, 60)
-    await journal_b.append(1, 45)
-    await journal_b.append(48, 60)
-    region_a = ServeProcess(state)
-    region_b = ServeProcess(state, journal=tmp_path / "b.sqlite")
-    await asyncio.gather(start(region_a), start(region_b))
-    try:
+    async with two_regions(
+        state, tmp_path, a=[(1, 40), (51, 60)], b=[(1, 45), (48, 60)]
+    ) as regions:
+        region_a, region_b, journal_b = regions.a, regions.b, regions.journal_b
+        await asyncio.gather(start(region_a), start(region_b))
         _, key = create_key(state)
         recorder = Recorder()
         config = client_config([region_a.url, region_b.url], key, from_seq=1, backfill_page=2)
@@ -488,11 +523,6 @@ async def test_gap_is_filled_from_another_endpoint_and_only_the_true_hole_report
         assert all(c.payload == expected[c.seq] for c in received)
         assert feed.counters.gaps_filled == 8
         assert feed.counters.upstream_gap_seqs == 2
-    finally:
-        region_a.kill()
-        region_b.kill()
-        await journal_a.close()
-        await journal_b.close()
 
 
 def leftover_watchdogs() -> list[asyncio.Task[object]]:
@@ -508,15 +538,9 @@ async def test_a_gap_waits_for_an_endpoint_that_is_down_instead_of_skipping(
 ) -> None:
     # Region A's journal is complete; region B's lacks 41..50. A is down when the feed (on B)
     # meets the hole: "A could not be asked" is not "nobody has it", so nothing may be skipped.
-    journal_a = Filler(state / "journal.sqlite")
-    journal_b = Filler(tmp_path / "b.sqlite")
-    await journal_a.append(1, 60)
-    await journal_b.append(1, 40)
-    await journal_b.append(51, 60)
-    region_a = ServeProcess(state)
-    region_b = ServeProcess(state, journal=tmp_path / "b.sqlite")
-    await start(region_b)
-    try:
+    async with two_regions(state, tmp_path, a=[(1, 60)], b=[(1, 40), (51, 60)]) as regions:
+        region_a, region_b, journal_a = regions.a, regions.b, regions.journal_a
+        await start(region_b)
         _, key = create_key(state)
         recorder = Recorder()
         config = client_config([region_a.url, region_b.url], key, from_seq=1)
@@ -545,11 +569,6 @@ async def test_a_gap_waits_for_an_endpoint_that_is_down_instead_of_skipping(
         assert not recorder.of(events.UpstreamGap)
         assert feed.counters.upstream_gap_seqs == 0
         assert feed.counters.commands == 60
-    finally:
-        region_a.kill()
-        region_b.kill()
-        await journal_a.close()
-        await journal_b.close()
 
 
 async def test_a_server_ignoring_to_seq_cannot_make_the_feed_repeat(
@@ -557,36 +576,27 @@ async def test_a_server_ignoring_to_seq_cannot_make_the_feed_repeat(
 ) -> None:
     # B lacks 41..50; the only other endpoint answers range reads *without* honouring to_seq
     # (it sends rows past 50 when asked for 41..50). The feed must stop at 50 and take 51.. from B.
-    journal_a = Filler(state / "journal.sqlite")
-    journal_b = Filler(tmp_path / "b.sqlite")
-    await journal_a.append(1, 60)
-    await journal_b.append(1, 40)
-    await journal_b.append(51, 60)
-    region_a = ServeProcess(state)
-    region_b = ServeProcess(state, journal=tmp_path / "b.sqlite")
-    await asyncio.gather(start(region_a), start(region_b))
-    front = ToSeqIgnoringFront(region_a.port)
-    await front.start()
-    try:
-        _, key = create_key(state)
-        recorder = Recorder()
-        # Pages of 4 do not end on 50: the third page asked for 49..50 comes back as 49..52.
-        config = client_config([front.url, region_b.url], key, from_seq=1, backfill_page=4)
-        feed = Feed(config, on_event=recorder)
-        received: list[Command] = []
-        await asyncio.wait_for(collect_until(feed, received, 60), scaled(20))
-        await feed.aclose()
-        assert leftover_watchdogs() == []  # the freshness watchdog ended with its connection
-        assert front.requests >= 1
-        assert [c.seq for c in received] == list(range(1, 61))
-        expected = await journal_a.all_entries()
-        assert [c.payload for c in received] == [e.payload for e in expected]
-        front_name = f"127.0.0.1:{front.port}"
-        assert recorder.of(events.GapFilled) == [events.GapFilled(41, 50, front_name)]
-        assert feed.counters.gaps_filled == 10
-    finally:
-        await front.close()
-        region_a.kill()
-        region_b.kill()
-        await journal_a.close()
-        await journal_b.close()
+    async with two_regions(state, tmp_path, a=[(1, 60)], b=[(1, 40), (51, 60)]) as regions:
+        region_a, region_b, journal_a = regions.a, regions.b, regions.journal_a
+        await asyncio.gather(start(region_a), start(region_b))
+        front = ToSeqIgnoringFront(region_a.port)
+        await front.start()
+        try:
+            _, key = create_key(state)
+            recorder = Recorder()
+            # Pages of 4 do not end on 50: the third page asked for 49..50 comes back as 49..52.
+            config = client_config([front.url, region_b.url], key, from_seq=1, backfill_page=4)
+            feed = Feed(config, on_event=recorder)
+            received: list[Command] = []
+            await asyncio.wait_for(collect_until(feed, received, 60), scaled(20))
+            await feed.aclose()
+            assert leftover_watchdogs() == []  # the freshness watchdog ended with its connection
+            assert front.requests >= 1
+            assert [c.seq for c in received] == list(range(1, 61))
+            expected = await journal_a.all_entries()
+            assert [c.payload for c in received] == [e.payload for e in expected]
+            front_name = f"127.0.0.1:{front.port}"
+            assert recorder.of(events.GapFilled) == [events.GapFilled(41, 50, front_name)]
+            assert feed.counters.gaps_filled == 10
+        finally:
+            await front.close()
