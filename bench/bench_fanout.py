@@ -4,8 +4,16 @@ The reference is the simplest loop there is: a raw uvloop ``asyncio.Protocol`` t
 upgrade and writes one pre-encoded frame (the same ``replica_cmd`` bytes, stamped and hex-encoded
 the same way) to every transport. Our server runs in edge mode (``FeedServer`` on a SQLite
 journal, uvloop) and a separate appender process writes the journal, as the ingest would.
-Clients are separate processes: N raw-protocol WebSocket clients per process that parse frame
-headers, keep only each message's tail, and record ``now - publish_ts_us``.
+Clients are separate processes: N raw WebSocket clients per process that parse frame headers,
+keep only each message's tail, and record ``received - publish_ts_us``.
+
+Measurement method (both servers alike; ``--shared-cores`` and ``--app-timestamps`` undo it):
+* "received" is the kernel's receive timestamp of the read that completed the message
+  (``SO_TIMESTAMPNS``): when the bytes were in the client's socket. On two cores, 100 Python
+  clients taking turns would otherwise add their own scheduling to the server's latency.
+* The server process is pinned to CPU 0 and the clients and the appender to the other CPUs,
+  as if the load generator ran on another machine: otherwise the server's write loop is
+  preempted by the very clients it is writing to.
 
 Phases (each bounded in time):
 1. latency, mainnet profile (14 msg/s, ~190 KB lines): 1, 10, 100 clients, ours vs reference,
@@ -14,7 +22,8 @@ Phases (each bounded in time):
 3. zstd: bytes per command vs hex, compression CPU per command;
 4. catch-up: one client replaying ``from_seq`` from the journal, MB/s.
 
-Run: ``python bench/bench_fanout.py [--quick]`` (about 2.5 min; ``--quick`` about 1 min).
+Run: ``python bench/bench_fanout.py --latency-s 15`` for recorded figures (about 8 min);
+``--quick`` (about 1.5 min) to check that it works.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,6 +53,7 @@ TS_KEY = b'"publish_ts_us":'
 MEAN_BYTES = 190_000
 MAINNET_RATE = 14.0
 ZSTD_TAILS: dict[bytes, bytes] = {}
+SOCKETS: list[socket.socket] = []  # kernel-timestamp clients' sockets, kept open
 
 
 def payloads(count: int, mean_bytes: int = MEAN_BYTES) -> list[bytes]:
@@ -121,8 +133,10 @@ class BenchClient(asyncio.Protocol):
             if self.remaining == 0:
                 self._message()
 
+    read_ts_us = 0  # the kernel's receive timestamp of the current read (0: use the clock)
+
     def _message(self) -> None:
-        now_us = time.time_ns() // 1000
+        now_us = self.read_ts_us or time.time_ns() // 1000
         if self.zstd and self.opcode == 2:
             # Every client gets the same frame: decompress each one once per process, so the
             # clients' own CPU does not inflate the latency they measure.
@@ -144,6 +158,44 @@ class BenchClient(asyncio.Protocol):
             self.stats["latencies_us"].append(now_us - ts)
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the constant is not exported
+
+
+def connect_with_kernel_timestamps(client: BenchClient, port: int) -> None:
+    """Drive ``client`` from a plain socket read with ``recvmsg``, stamping every read with the
+    kernel's receive time (the time of the last segment it returns)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.sendall(client.request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("server closed during the upgrade")
+        head += chunk
+    sock.setblocking(False)
+    client.data_received(head)  # the upgrade response, and any frames right behind it
+    ancillary_space = socket.CMSG_SPACE(16)
+
+    def on_readable() -> None:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(1 << 20, ancillary_space)
+        except BlockingIOError:
+            return
+        if not data:
+            loop.remove_reader(sock)
+            return
+        for level, kind, blob in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", blob[:16])
+                client.read_ts_us = seconds * 1_000_000 + nanoseconds // 1000
+        client.data_received(data)
+
+    loop.add_reader(sock, on_readable)
+    SOCKETS.append(sock)
+
+
 def upgrade_request(port: int, query: str, key: str) -> bytes:
     nonce = base64.b64encode(os.urandom(16)).decode()
     return (
@@ -160,7 +212,10 @@ async def run_clients(args: argparse.Namespace) -> None:
     clients = []
     for _ in range(args.n):
         client = BenchClient(upgrade_request(args.port, args.query, args.key), stats, zstd, 1e18)
-        await loop.create_connection(lambda c=client: c, "127.0.0.1", args.port)
+        if args.app_timestamps:
+            await loop.create_connection(lambda c=client: c, "127.0.0.1", args.port)
+        else:
+            connect_with_kernel_timestamps(client, args.port)
         clients.append(client)
     await asyncio.gather(*(c.connected for c in clients))
     warmup_until = time.monotonic() + args.warmup
@@ -189,6 +244,7 @@ async def run_clients(args: argparse.Namespace) -> None:
                 "p50_ms": lat[len(lat) // 2] / 1000 if lat else None,
                 "p99_ms": lat[int(len(lat) * 0.99)] / 1000 if lat else None,
                 "samples": len(lat),
+                "latencies_us": lat,
             }
         ),
         flush=True,
@@ -343,10 +399,21 @@ async def run_appender(args: argparse.Namespace) -> None:
 # ---- orchestration ---------------------------------------------------------------------------
 
 
+CHILD_FLAGS: list[str] = []  # the method flags of the report, passed to every role
+
+
 def spawn(*argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, __file__, *argv, *CHILD_FLAGS], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
+
+
+def pin(role: str) -> None:
+    """Servers on CPU 0; everything else (clients, appender, this report) on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    os.sched_setaffinity(0, cpus[:1] if role.endswith("-server") else cpus[1:])
 
 
 def wait_line(proc: subprocess.Popen[str], expect: str) -> None:
@@ -439,17 +506,24 @@ def measure(
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
     total_bytes = sum(r["bytes"] for r in results)
     elapsed = max(r["elapsed"] for r in results)
-    p50 = statistics.median([r["p50_ms"] for r in results if r["p50_ms"] is not None] or [0])
-    p99 = max((r["p99_ms"] for r in results if r["p99_ms"] is not None), default=0)
+    latencies = sorted(x for r in results for x in r["latencies_us"])
     return {
         "kind": kind,
         "clients": n,
-        "p50_ms": p50,
-        "p99_ms": p99,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "latencies_us": latencies,
         "cpu_pct": cpu,
         "mb_s": total_bytes / elapsed / 1e6,
         "messages": sum(r["messages"] for r in results),
     }
+
+
+def percentile(sorted_us: list[int], fraction: float) -> float:
+    """In ms; 0 when there are no samples."""
+    if not sorted_us:
+        return 0.0
+    return sorted_us[min(len(sorted_us) - 1, int(len(sorted_us) * fraction))] / 1000
 
 
 def run_appender_sync(state: Path, *, count: int, rate: float = 0) -> None:
@@ -514,38 +588,50 @@ def zstd_costs(count: int = 40) -> dict[str, float]:
     }
 
 
+def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50/p99 over every sample of every run (a run's p99 alone is nearly its maximum)."""
+    samples = sorted(x for r in results for x in r["latencies_us"])
+    return {
+        "p50_ms": percentile(samples, 0.50),
+        "p99_ms": percentile(samples, 0.99),
+        "samples": len(samples),
+        "cpu_pct": statistics.median(r["cpu_pct"] for r in results),
+        "runs": "/".join(f"{r['p99_ms']:.1f}" for r in results),
+    }
+
+
 def report(args: argparse.Namespace) -> None:
-    # At 14 msg/s a run of D seconds gives 14*D samples: p99 needs a few hundred to mean more
-    # than "the maximum" (use --latency-s 15 or more for recorded figures).
     duration = 3.0 if args.quick else args.latency_s
-    rounds = 1 if args.quick else 3
-    print(f"# bench_fanout  (cpus={os.cpu_count()}, duration={duration}s per run)\n")
+    rounds = 1 if args.quick else args.rounds
+    method = (
+        "shared cores" if args.shared_cores else "server pinned to CPU 0, load on the others"
+    ) + (", app timestamps" if args.app_timestamps else ", kernel receive timestamps")
+    print(f"# bench_fanout  (cpus={os.cpu_count()}; {method}; {rounds} x {duration}s per row)\n")
     print("## latency, mainnet profile (14 msg/s, ~190 KB lines; frames ~380 KB)")
-    print("| clients | server | p50 ms | p99 ms (median; each run) | server CPU % | p99/ref |")
+    print("| clients | server | p50 ms | p99 ms (pooled; each run) | server CPU % | p99/ref |")
     print("|---|---|---|---|---|---|")
+    hex_query, zstd_query = "?heartbeat=0", "?heartbeat=0&encoding=zstd"
     for n in (1, 10, 100):
         runs: dict[str, list[dict[str, Any]]] = {"ref": [], "ours": []}
+        if n == 100:
+            runs["ours zstd"] = []
         for _ in range(rounds):  # interleaved, so drift on a shared machine hits both alike
-            runs["ref"].append(measure("ref", n, rate=MAINNET_RATE, duration=duration))
-            runs["ours"].append(
-                measure("ours", n, rate=MAINNET_RATE, duration=duration, query="?heartbeat=0")
-            )
-        ref_p99 = statistics.median(r["p99_ms"] for r in runs["ref"])
+            for kind in runs:
+                server, query = ("ref", "") if kind == "ref" else ("ours", hex_query)
+                if kind == "ours zstd":
+                    query = zstd_query
+                runs[kind].append(
+                    measure(server, n, rate=MAINNET_RATE, duration=duration, query=query)
+                )
+        ref_p99 = pooled(runs["ref"])["p99_ms"]
         for kind, results in runs.items():
-            p50 = statistics.median(r["p50_ms"] for r in results)
-            p99 = statistics.median(r["p99_ms"] for r in results)
-            cpu = statistics.median(r["cpu_pct"] for r in results)
-            all_p99 = "/".join(f"{r['p99_ms']:.0f}" for r in results)
+            row = pooled(results)
+            ratio = "-" if kind == "ours zstd" else f"{row['p99_ms'] / ref_p99:.2f}"
             print(
-                f"| {n} | {kind} | {p50:.2f} | {p99:.2f} ({all_p99}) | {cpu:.1f} | "
-                f"{p99 / ref_p99:.2f} |"
+                f"| {n} | {kind} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} ({row['runs']}) | "
+                f"{row['cpu_pct']:.1f} | {ratio} |",
+                flush=True,
             )
-    zs = measure(
-        "ours", 100, rate=MAINNET_RATE, duration=duration, query="?heartbeat=0&encoding=zstd"
-    )
-    print(
-        f"| 100 | ours zstd | {zs['p50_ms']:.2f} | {zs['p99_ms']:.2f} | {zs['cpu_pct']:.1f} | - |"
-    )
     print("\n## max fan-out throughput (MB/s received by all clients)")
     print("| clients | ref MB/s | ours MB/s | ours/ref |")
     print("|---|---|---|---|")
@@ -571,6 +657,15 @@ def main() -> None:
     parser.add_argument("--role", default="report")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--latency-s", type=float, default=4.0, help="seconds per latency run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per latency row")
+    parser.add_argument(
+        "--shared-cores", action="store_true", help="do not pin the server apart from the load"
+    )
+    parser.add_argument(
+        "--app-timestamps",
+        action="store_true",
+        help="stamp receipt when the client process parses a message, not when the kernel got it",
+    )
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
@@ -583,7 +678,17 @@ def main() -> None:
     parser.add_argument("--until-messages", type=int, default=0)
     parser.add_argument("--saturate", action="store_true")
     args = parser.parse_args()
+    if not args.shared_cores:
+        pin(args.role)
     if args.role == "report":
+        CHILD_FLAGS.extend(
+            flag
+            for flag, on in (
+                ("--shared-cores", args.shared_cores),
+                ("--app-timestamps", args.app_timestamps),
+            )
+            if on
+        )
         report(args)
         return
     import uvloop

@@ -135,3 +135,58 @@ async def test_a_single_huge_command_reaches_a_healthy_client(tmp_path: Path) ->
         cmds = await recv_cmds(ws, 3, timeout=30)
         assert [c.seq for c in cmds] == [1, 2, 3]
         assert len(cmds[0].raw_hex) > 10 * 1024 * 1024
+
+
+async def read_seqs_until(reader: asyncio.StreamReader, last_seq: int, timeout: float) -> list[int]:
+    """Read a raw connection's replica_cmd seqs until ``last_seq``; fails on a close frame."""
+    protocol = FrameProtocol(client=True, extensions=[])
+    seqs: list[int] = []
+    parts: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not seqs or seqs[-1] < last_seq:
+            chunk = await reader.read(1 << 20)
+            assert chunk, "connection closed"
+            protocol.receive_bytes(chunk)
+            for frame in protocol.received_frames():
+                assert frame.opcode is not Opcode.CLOSE, frame.payload
+                if frame.opcode in (Opcode.TEXT, Opcode.CONTINUATION):
+                    parts.append(frame.payload)  # type: ignore[arg-type]
+                    if frame.message_finished:
+                        message = json.loads("".join(parts))
+                        parts = []
+                        if message["type"] == "replica_cmd":
+                            seqs.append(message["seq"])
+    return seqs
+
+
+async def test_a_client_older_than_the_frame_cache_but_within_limits_is_kept(
+    tmp_path: Path,
+) -> None:
+    # The frame cache holds about two of these commands; the lag limits allow all of them.
+    # A client that pauses past the cache is neither closed nor skipped: it catches up from
+    # the journal, then the cache, then rejoins the live set.
+    async with running_server(
+        tmp_path,
+        preload=entries(1, 2),
+        frame_cache_bytes=256 * 1024,
+        max_lag_seqs=1000,
+        max_lag_bytes=64 * 1024 * 1024,
+        high_water=64 * 1024,
+        slow_grace_s=scaled(0.3),
+    ) as h:
+        reader, writer = await open_stalled(h.port, h.key)
+        await h.append(2, 102, size=50_000)  # 10 MB of frames while the client reads nothing
+        async with asyncio.timeout(scaled(10)):
+            while h.server.fanout.head_seq != 101:
+                await asyncio.sleep(0.01)
+        ring = h.server.fanout.ring
+        assert ring.first_seq is not None and ring.first_seq <= 2
+        assert ring.first_cached_seq is not None and ring.first_cached_seq > 90
+        await asyncio.sleep(scaled(0.6))  # judged past its grace: within limits, so kept
+        await h.append(102, 112, size=50_000)
+        seqs = await read_seqs_until(reader, 111, scaled(30))
+        writer.close()
+        assert seqs == list(range(2, 112))
+        metrics = h.server.metrics
+        assert metrics.slow_consumer_closes._value.get() == 0
+        assert metrics.catchup_from_journal._value.get() > 0

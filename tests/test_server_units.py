@@ -34,9 +34,41 @@ def test_ring_bounds_by_count_and_bytes_keeping_the_newest() -> None:
     for seq in range(1, 6):
         ring.append(entry(seq))
     assert [i.seq for i in ring.items] == [3, 4, 5]
-    ring.append(entry(6, size=50_000))  # larger than max_bytes on its own: still kept
-    assert [i.seq for i in ring.items] == [6]
+    assert ring.first_cached_seq == 3
+    ring.append(entry(6, size=50_000))  # larger than max_bytes on its own: still cached
+    assert [i.seq for i in ring.items] == [4, 5, 6]  # the index keeps its count
+    assert ring.first_cached_seq == 6  # only the newest holds bytes
     assert ring.bytes == 50_000
+    assert [i.entry is None for i in ring.items] == [True, True, False]
+
+
+def test_lag_is_judged_beyond_the_frame_cache() -> None:
+    # The index spans max_entries commands whatever the cache holds: a subscriber that is
+    # older than the cached frames still has an exact backlog (not "unknown, so too slow").
+    ring = Ring(max_entries=100, max_bytes=3 * 100)
+    for seq in range(1, 11):
+        ring.append(entry(seq))
+    assert ring.first_seq == 1
+    assert ring.first_cached_seq == 8
+    assert ring.backlog_wire(2) == 9 * wire_size(100)
+    assert ring.cached_index_of(7) is None  # stripped: catch-up reads the journal
+    assert ring.cached_index_of(8) == 7
+    assert ring.bytes == 3 * 100
+
+
+def test_building_frames_for_a_batch_never_strips_an_item_of_that_batch() -> None:
+    # Frames are larger than payloads: building a batch's frames pushes the cache past its
+    # bound, and eviction waits until the whole batch is built.
+    ring = Ring(max_entries=100, max_bytes=4 * 1000)
+    items = [ring.append(entry(seq, 1000)) for seq in range(1, 5)]
+    compressor = zstandard.ZstdCompressor()
+    frames = [ring.frame(item, "hex", compressor) for item in items]
+    assert all(f[0] == 0x81 for f in frames)
+    assert ring.bytes > ring.max_bytes
+    ring.evict()
+    assert ring.bytes <= ring.max_bytes
+    assert ring.first_cached_seq == 4
+    assert ring.first_seq == 1
 
 
 def test_ring_lookup_with_upstream_gaps_and_backlog() -> None:
@@ -56,6 +88,8 @@ def test_frames_are_built_once_and_shared() -> None:
     compressor = zstandard.ZstdCompressor()
     item = ring.append(entry(1, 5000))
     first = ring.frame(item, "hex", compressor)
+    assert item.entry is None  # the payload is dropped once the hex frame exists
+    assert ring.bytes == len(first)
     assert ring.frame(item, "hex", compressor) is first
     compressed = ring.frame(item, "zstd", compressor)
     assert ring.frame(item, "zstd", compressor) is compressed
@@ -63,7 +97,7 @@ def test_frames_are_built_once_and_shared() -> None:
     # The zstd frame is the hex frame's JSON, so both carry the same publish_ts_us.
     json_text = zstandard.ZstdDecompressor().decompress(payload_of(compressed))
     assert first.endswith(json_text)
-    assert item.entry is None  # payload dropped once both frames exist
+    assert ring.bytes == len(first) + len(compressed)
     decoded = json.loads(json_text)
     assert bytes.fromhex(decoded["raw_hex"]) == b"p" * 5000
 

@@ -56,6 +56,7 @@ class ServeSettings:
     heartbeat_s: float = 5.0
     max_lag_bytes: int = 32 * MiB
     max_lag_seqs: int = 1000
+    frame_cache_bytes: int = 8 * MiB
     max_clients: int = 1000
     metrics: bool = True
     # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
@@ -70,6 +71,7 @@ class ServeSettings:
             "max_line_bytes",
             "max_lag_bytes",
             "max_lag_seqs",
+            "frame_cache_bytes",
             "max_clients",
         ):
             _require(name, getattr(self, name), positive=True)

@@ -9,10 +9,11 @@ Rules kept here:
 * A cursor per connection, not a queue. A subscriber in the live set has been sent everything up
   to ``head_seq``; the live loop just writes the shared frame to each one. A subscriber that is
   paused by transport flow control, or replaying, is "behind": it owns its position
-  (``next_seq``) and a catch-up coroutine (``session.py``) that reads from the ring, or from
-  the journal when it fell out of the ring, and rejoins the live set when it reaches the head.
-* Bounded memory. The ring holds at most ``max_entries`` commands and ``max_bytes`` of frames
-  and payloads (always at least the newest command, however large); nothing is kept per client.
+  (``next_seq``) and a catch-up coroutine (``session.py``) that reads from the ring's frame
+  cache, or from the journal when it is older than that, and rejoins the live set at the head.
+* Bounded memory. The ring indexes the last ``max_entries`` commands (seq and wire size, for
+  judging lag) and keeps payloads and frames only for the newest ``max_bytes`` of them (always
+  at least the newest command, however large); nothing is kept per client.
 * Slow consumers are judged on every publish and every server tick: a subscriber that was live
   and has stayed behind by more than ``max_lag_seqs`` commands, or past ``max_lag_bytes`` of
   unsent bytes, for ``grace_s`` (a burst the client absorbs in time is not held against it),
@@ -95,9 +96,16 @@ class FrameItem:
             self.size += len(self.zstd)
         return self.zstd
 
+    def strip(self) -> int:
+        """Drop the payload and frames (the seq and wire sizes stay); returns the bytes freed."""
+        freed, self.size = self.size, 0
+        self.entry = self.hex = self.zstd = None
+        return freed
+
     def release_payload(self) -> None:
-        """Once both frames exist the payload is no longer needed in memory."""
-        if self.entry is not None and self.hex is not None and self.zstd is not None:
+        """Once the hex frame exists the payload is no longer needed: the zstd frame is built
+        from the hex frame's JSON."""
+        if self.entry is not None and self.hex is not None:
             self.size -= len(self.entry.payload)
             self.entry = None
 
@@ -120,18 +128,33 @@ def build_frame(entry: Entry, encoding: Encoding, compressor: zstandard.ZstdComp
 
 
 class Ring:
-    """Recent commands in seq order (upstream gaps allowed), bounded by count and bytes."""
+    """Recent commands in seq order (upstream gaps allowed): a long index, a short frame cache.
+
+    Every one of the last ``max_entries`` commands keeps its seq and cumulative wire size (a few
+    dozen bytes each), which is all that judging a subscriber's lag needs. Only the newest of
+    them keep their payload and frames, up to ``max_bytes`` (always at least the newest command,
+    however large): holding ``max_lag_bytes`` of frames for lag judgement measurably lengthened
+    the live path's tail (docs/BENCHMARKS.md), and a catch-up older than the cache reads the
+    journal, which is as fast. Items before ``cached_from`` are stripped of their bytes.
+    """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max(1, max_entries)
         self.max_bytes = max_bytes
         self.items: deque[FrameItem] = deque()
-        self.bytes = 0
+        self.cached_from = 0  # index in ``items`` of the oldest command still holding bytes
+        self.bytes = 0  # payloads and frames held by the cached commands
         self.cum_wire = 0
 
     @property
     def first_seq(self) -> int | None:
+        """The oldest command whose wire size is known (lag can be judged from here on)."""
         return self.items[0].seq if self.items else None
+
+    @property
+    def first_cached_seq(self) -> int | None:
+        """The oldest command whose frames can be served from memory."""
+        return self.items[self.cached_from].seq if self.items else None
 
     def append(self, entry: Entry) -> FrameItem:
         self.cum_wire += wire_size(len(entry.payload))
@@ -144,18 +167,26 @@ class Ring:
     def frame(
         self, item: FrameItem, encoding: Encoding, compressor: zstandard.ZstdCompressor
     ) -> bytes:
+        """The shared frame of a cached ``item``. Does not evict (call ``evict`` after a batch:
+        evicting mid-batch could strip an item of the same batch before its frame is built)."""
         before = item.size
         frame = item.frame(encoding, compressor)
         if item.size != before:
             item.release_payload()
             self.bytes += item.size - before
-            self.evict()
         return frame
 
     def evict(self) -> None:
         items = self.items
-        while len(items) > 1 and (len(items) > self.max_entries or self.bytes > self.max_bytes):
-            self.bytes -= items.popleft().size
+        while self.bytes > self.max_bytes and self.cached_from < len(items) - 1:
+            self.bytes -= items[self.cached_from].strip()
+            self.cached_from += 1
+        while len(items) > self.max_entries:
+            oldest = items.popleft()
+            if self.cached_from:
+                self.cached_from -= 1
+            else:  # max_entries is 1 or the byte bound is loose: the oldest still held bytes
+                self.bytes -= oldest.strip()
 
     def index_of(self, seq: int) -> int | None:
         """Index of the first item with ``seq >= seq``; None if that may have been evicted."""
@@ -163,6 +194,13 @@ class Ring:
         if not items or seq < items[0].seq:
             return None
         return bisect.bisect_left(items, seq, key=lambda item: item.seq)
+
+    def cached_index_of(self, seq: int) -> int | None:
+        """Like ``index_of``, but None unless that item (if any) still holds its frames."""
+        index = self.index_of(seq)
+        if index is None or index < self.cached_from:
+            return None
+        return index
 
     def backlog_wire(self, next_seq: int) -> int | None:
         """Wire bytes of ring commands with ``seq >= next_seq``; None if out of the ring."""
@@ -250,6 +288,7 @@ class Fanout:
                     start = index + 1
             sent += len(targets) * len(frame)
             self.metrics.frames_sent.inc(len(targets))
+        ring.evict()  # the frames built just now count toward the cache's bound
         if sent:
             self.metrics.bytes_sent.inc(sent)
             self.metrics.fanout_seconds.observe(time.perf_counter() - started)
@@ -347,8 +386,8 @@ class Fanout:
 
     def ring_frames(self, next_seq: int, encoding: Encoding, budget: int) -> list[FrameItem] | None:
         """Ring items from ``next_seq`` within ``budget`` bytes (at least one item); ``None``
-        when ``next_seq`` is older than the ring."""
-        index = self.ring.index_of(next_seq)
+        when ``next_seq`` is older than the frame cache."""
+        index = self.ring.cached_index_of(next_seq)
         if index is None:
             return None
         items = self.ring.items
@@ -363,4 +402,6 @@ class Fanout:
         return out
 
     def frames_for(self, items: Iterable[FrameItem], encoding: Encoding) -> list[bytes]:
-        return [self.ring.frame(item, encoding, self.compressor) for item in items]
+        frames = [self.ring.frame(item, encoding, self.compressor) for item in items]
+        self.ring.evict()
+        return frames

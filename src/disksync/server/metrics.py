@@ -44,6 +44,16 @@ class ServerMetrics:
             "Connections closed 1013 because they fell behind",
             registry=registry,
         )
+        catchup = Counter(
+            "disksync_feed_catchup_frames",
+            "Frames a behind or replaying connection was sent, by where they came from: the "
+            "in-memory frame cache or the journal (raise frame_cache_bytes if journal dominates "
+            "for live clients)",
+            ["source"],
+            registry=registry,
+        )
+        self.catchup_from_cache = catchup.labels("cache")
+        self.catchup_from_journal = catchup.labels("journal")
         self.closes = Counter(
             "disksync_feed_closes", "Close frames sent, by code", ["code"], registry=registry
         )

@@ -69,8 +69,8 @@ class ServerConfig:
     max_lag_seqs: int = 1000
     max_clients: int = 1000
     metrics_enabled: bool = True
-    ring_max_entries: int | None = None  # default: max_lag_seqs + 64
-    ring_max_bytes: int | None = None  # default: 2 * max_lag_bytes
+    ring_max_entries: int | None = None  # commands indexed for lag; default: max_lag_seqs + 64
+    frame_cache_bytes: int = 8 * MiB  # newest frames kept for catch-up (older: from the journal)
     high_water: int = 1 * MiB  # per-connection socket buffer before a session falls behind
     handshake_timeout_s: float = 10.0
     keepalive_timeout_s: float = 30.0
@@ -96,6 +96,7 @@ class ServerConfig:
             stall_after_s=settings.stall_after_s,
             max_lag_bytes=settings.max_lag_bytes,
             max_lag_seqs=settings.max_lag_seqs,
+            frame_cache_bytes=settings.frame_cache_bytes,
             max_clients=settings.max_clients,
             metrics_enabled=settings.metrics,
         )
@@ -126,7 +127,7 @@ class FeedServer:
         self.metrics = ServerMetrics(registry)
         ring = Ring(
             config.ring_max_entries or config.max_lag_seqs + 64,
-            config.ring_max_bytes or 2 * config.max_lag_bytes,
+            config.frame_cache_bytes,
         )
         limits = LagLimits(
             config.max_lag_seqs, config.max_lag_bytes, config.high_water, config.slow_grace_s

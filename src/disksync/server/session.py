@@ -250,6 +250,7 @@ class FeedSession:
             items = fanout.ring_frames(next_seq, self.encoding, CATCHUP_BUDGET_BYTES)
             if items is not None:
                 self._batch = (fanout.frames_for(items, self.encoding), items[-1].seq)
+                self.metrics.catchup_from_cache.inc(len(items))
             else:
                 self._batch = await self._from_journal(next_seq)
             return
@@ -262,7 +263,7 @@ class FeedSession:
         self.next_seq = last_seq + 1
 
     async def _from_journal(self, next_seq: int) -> tuple[list[bytes], int] | None:
-        ring_first = self.fanout.ring.first_seq
+        ring_first = self.fanout.ring.first_cached_seq
         try:
             entries = await self.journal.read(
                 next_seq, JOURNAL_BATCH, max_bytes=JOURNAL_BUDGET_BYTES
@@ -281,6 +282,7 @@ class FeedSession:
                 await self.fanout.wait_new_head(timeout=1.0)
             return None
         compressor = self.fanout.compressor
+        self.metrics.catchup_from_journal.inc(len(wanted))
         return [build_frame(e, self.encoding, compressor) for e in wanted], wanted[-1].seq
 
     def _write_batch(self, frames: list[bytes]) -> None:
