@@ -409,7 +409,8 @@ def spawn(*argv: str) -> subprocess.Popen[str]:
 
 
 def pin(role: str) -> None:
-    """Servers on CPU 0; everything else (clients, appender, this report) on the others."""
+    """Servers on the first CPU, clients and the appender on the others. (The report is not
+    pinned: its children inherit its affinity and split it from there.)"""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return
@@ -678,7 +679,7 @@ def main() -> None:
     parser.add_argument("--until-messages", type=int, default=0)
     parser.add_argument("--saturate", action="store_true")
     args = parser.parse_args()
-    if not args.shared_cores:
+    if not args.shared_cores and args.role != "report":
         pin(args.role)
     if args.role == "report":
         CHILD_FLAGS.extend(
