@@ -17,9 +17,8 @@ Rules kept here:
   byte before our offset, between lines) no longer match what we read, is re-read from its
   start: error log + ``truncations`` metric. The ingest drops the lines it already journaled
   and alarms on changed ones; a torn fragment is never handed out as a line.
-* A line's own ``height`` is believed only within ``height_window`` of its position; beyond
-  that it is numbered by position (error log + ``implausible_heights``), so one bogus line can
-  neither crash the journal (a seq beyond 64 bits) nor wedge it (every later line "late").
+* Lines are numbered by ``numbering.LineNumbering`` (a line's own height within a window of
+  its position, else its position).
 * Names that are not regular files (a FIFO named like a height) are skipped without blocking:
   warning + ``irregular_files``.
 * The loop is shared with the feed server: a batch is read chunk by chunk, handing the loop
@@ -45,7 +44,6 @@ from pathlib import Path
 
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import SourceError
-from disksync.hl.meta import block_meta
 from disksync.source.files import (
     HEAD_BYTES,
     NotRegularFileError,
@@ -64,6 +62,7 @@ from disksync.source.layout import (
     scan,
 )
 from disksync.source.metrics import SourceMetrics
+from disksync.source.numbering import LineNumbering
 from disksync.source.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class Tailer:
         self._position: FileKey | None = None  # the last file opened (or found gone)
         self._upcoming: list[LogFile] = []  # known files after the current one, read order
         self._newest: Path | None = None
-        self._skip_below: int | None = None
+        self._numbering = LineNumbering(config.height_window, metrics)
         self._oversized: SourceError | None = None
         self._warned_names: set[Path] = set()
         self._watcher: Watcher | None = None
@@ -167,7 +166,7 @@ class Tailer:
         return True
 
     async def _open_start(self, point: StartPoint) -> None:
-        self._skip_below = point.skip_below
+        self._numbering.skip_below = point.skip_below
         if point.skip_below is not None and point.file.height + 1 > point.skip_below:
             log.warning(
                 "seq %d is not on disk; starting at the oldest file instead",
@@ -188,7 +187,7 @@ class Tailer:
             offset, skipped, last_start = await asyncio.to_thread(
                 count_lines, current.fd, lines, self._config.read_chunk_bytes
             )
-            if skipped and self._numbered_by_position(current, last_start, offset, skipped):
+            if skipped and self._numbering.positions_hold(current, last_start, offset, skipped):
                 current.offset, current.index = offset, skipped
                 current.last_seq = current.log.height + skipped
                 current.head = os.pread(current.fd, min(HEAD_BYTES, offset), 0)
@@ -199,19 +198,6 @@ class Tailer:
             extra={"start": str(self._start)},
         )
         self._rescan()
-
-    def _numbered_by_position(self, current: OpenFile, start: int, end: int, index: int) -> bool:
-        """Whether the last line passed over is the height its position says. A line carrying
-        a different ``height`` of its own means positions cannot be trusted in this file: it
-        is then read from its start, line by line (lines before the start point dropped)."""
-        meta = block_meta(os.pread(current.fd, end - 1 - start, start))
-        positional = current.log.height + index
-        if meta.height is None or meta.height == positional:
-            return True
-        if abs(meta.height - positional) > self._config.height_window:
-            return True  # an implausible height is ignored when reading (see _frame) too
-        log.info("lines carry their own height; reading %s from its start", current.log.path)
-        return False
 
     async def _follow(self) -> AsyncGenerator[list[Entry], None]:
         assert self._watcher is not None
@@ -265,7 +251,7 @@ class Tailer:
             current.note_read(current.offset, data)
             current.offset += len(data)
             budget -= len(data)
-            self._frame(current, data, ingest_us, entries)
+            self._numbering.number(current, data, ingest_us, entries)
             if current.framer.pending_bytes > config.max_line_bytes:
                 self._oversized = SourceError(
                     f"a line in {current.log.path} at byte "
@@ -281,61 +267,6 @@ class Tailer:
             self._metrics.lines.inc(len(entries))
             self._metrics.bytes.inc(sum(len(e.payload) for e in entries))
         return entries
-
-    def _frame(self, current: OpenFile, data: bytes, ingest_us: int, out: list[Entry]) -> None:
-        base = current.log.height + 1
-        window = self._config.height_window
-        non_json = untimed = 0
-        implausible: list[tuple[int, int, int]] = []  # (line index, its height, seq used)
-        for line in current.framer.feed(data):
-            meta = block_meta(line)
-            seq = base + current.index
-            if meta.height is not None:
-                if abs(meta.height - seq) <= window:
-                    seq = meta.height
-                else:
-                    implausible.append((current.index, meta.height, seq))
-            current.index += 1
-            current.last_seq = seq
-            if self._skip_below is not None:
-                if seq < self._skip_below:
-                    continue
-                self._skip_below = None
-            ts_ms = meta.ts_ms
-            if ts_ms is None:
-                ts_ms = ingest_us // 1000
-                if meta.valid:
-                    untimed += 1
-                else:
-                    non_json += 1
-            out.append(Entry(seq, line, ts_ms, ingest_us))
-        if non_json:
-            self._metrics.non_json_lines.inc(non_json)
-            log.warning(
-                "%d line(s) that are not JSON, delivered unchanged with ts_ms = ingest time",
-                non_json,
-                extra={"path": str(current.log.path)},
-            )
-        if untimed:
-            self._metrics.untimed_lines.inc(untimed)
-        if implausible:
-            self._note_implausible(current, implausible)
-
-    def _note_implausible(self, current: OpenFile, lines: list[tuple[int, int, int]]) -> None:
-        # Believing such a height would journal a seq far ahead (every later line then "late",
-        # forever) or one SQLite cannot store: the position is the better guess, made loudly.
-        self._metrics.implausible_heights.inc(len(lines))
-        index, height, seq = lines[0]
-        log.error(
-            "line %d carries height %d, more than %d away from its position; numbered %d by "
-            "its position instead (%d such line(s) in this read)",
-            index,
-            height,
-            self._config.height_window,
-            seq,
-            len(lines),
-            extra={"path": str(current.log.path), "line_index": index},
-        )
 
     # ---- edge cases --------------------------------------------------------------------
 
