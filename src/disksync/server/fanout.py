@@ -5,7 +5,9 @@ Rules kept here:
   and the same ``bytes`` object is written to every connection (``hex``: a JSON text frame;
   ``zstd``: that same JSON compressed once, in a binary frame). ``publish_ts_us`` is stamped when
   the frame is built, and both encodings carry the same JSON (the zstd frame compresses the
-  hex frame's payload), so they agree on it.
+  hex frame's payload), so they agree on it. When no connection is behind, the live path frees
+  the frames right after writing them (the payload stays in the ring): the next frame then
+  reuses memory that is hot in the CPU cache, and a later catch-up rebuilds a frame once.
 * A cursor per connection, not a queue. A subscriber in the live set has been sent everything up
   to ``head_seq``; the live loop just writes the shared frame to each one. A subscriber that is
   paused by transport flow control, or replaying, is "behind": it owns its position
@@ -102,12 +104,13 @@ class FrameItem:
         self.entry = self.hex = self.zstd = None
         return freed
 
-    def release_payload(self) -> None:
-        """Once the hex frame exists the payload is no longer needed: the zstd frame is built
-        from the hex frame's JSON."""
-        if self.entry is not None and self.hex is not None:
-            self.size -= len(self.entry.payload)
-            self.entry = None
+    def drop_frames(self) -> int:
+        """Free the frames, keeping the payload to rebuild them; returns the bytes freed."""
+        assert self.entry is not None
+        freed = self.size - len(self.entry.payload)
+        self.hex = self.zstd = None
+        self.size -= freed
+        return freed
 
 
 def build_hex_frame(entry: Entry) -> bytes:
@@ -172,9 +175,11 @@ class Ring:
         before = item.size
         frame = item.frame(encoding, compressor)
         if item.size != before:
-            item.release_payload()
             self.bytes += item.size - before
         return frame
+
+    def drop_frames(self, item: FrameItem) -> None:
+        self.bytes -= item.drop_frames()
 
     def evict(self) -> None:
         items = self.items
@@ -288,7 +293,13 @@ class Fanout:
                     start = index + 1
             sent += len(targets) * len(frame)
             self.metrics.frames_sent.inc(len(targets))
-        ring.evict()  # the frames built just now count toward the cache's bound
+        if not self.behind:
+            # Nobody will ask for this frame again soon: free it now, so that the next frame
+            # reuses this memory while it is hot in the CPU cache (a frame written into memory
+            # last touched a second ago measurably lengthened the p99; see BENCHMARKS.md).
+            # The payload stays, to rebuild it for a catch-up.
+            ring.drop_frames(item)
+        ring.evict()
         if sent:
             self.metrics.bytes_sent.inc(sent)
             self.metrics.fanout_seconds.observe(time.perf_counter() - started)
