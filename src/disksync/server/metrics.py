@@ -46,9 +46,9 @@ class ServerMetrics:
         )
         catchup = Counter(
             "disksync_feed_catchup_frames",
-            "Frames a behind or replaying connection was sent, by where they came from: the "
-            "in-memory frame cache or the journal (raise frame_cache_bytes if journal dominates "
-            "for live clients)",
+            "Frames a behind or replaying connection was sent, by where their command came "
+            "from: the in-memory cache or the journal (raise frame_cache_bytes if journal "
+            "dominates for live clients)",
             ["source"],
             registry=registry,
         )

@@ -70,7 +70,7 @@ class ServerConfig:
     max_clients: int = 1000
     metrics_enabled: bool = True
     ring_max_entries: int | None = None  # commands indexed for lag; default: max_lag_seqs + 64
-    frame_cache_bytes: int = 8 * MiB  # newest frames kept for catch-up (older: from the journal)
+    frame_cache_bytes: int = 8 * MiB  # newest commands kept in memory for catch-up (older: journal)
     high_water: int = 1 * MiB  # per-connection socket buffer before a session falls behind
     handshake_timeout_s: float = 10.0
     keepalive_timeout_s: float = 30.0
