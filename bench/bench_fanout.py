@@ -612,6 +612,7 @@ def report(args: argparse.Namespace) -> None:
     method = (
         "shared cores" if args.shared_cores else "server pinned to CPU 0, load on the others"
     ) + (", app timestamps" if args.app_timestamps else ", kernel receive timestamps")
+    method += ", malloc defaults" if args.default_allocator else ", allocator as serve sets it"
     print(f"# bench_fanout  (cpus={os.cpu_count()}; {method}; {rounds} x {duration}s per row)\n")
     print("## latency, mainnet profile (14 msg/s, ~190 KB lines; frames ~380 KB)")
     print(
@@ -689,6 +690,11 @@ def main() -> None:
         action="store_true",
         help="stamp receipt when the client process parses a message, not when the kernel got it",
     )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's malloc thresholds at their defaults in both servers (serve tunes them)",
+    )
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
@@ -703,12 +709,19 @@ def main() -> None:
     args = parser.parse_args()
     if not args.shared_cores and args.role != "report":
         pin(args.role)
+    if args.role.endswith("-server") and not args.default_allocator:
+        # As `disksync serve` does (cli/allocator.py); the reference gets the same process
+        # setting, though its allocation pattern takes no page faults either way.
+        from disksync.cli.allocator import keep_frame_memory
+
+        keep_frame_memory(os.environ)
     if args.role == "report":
         CHILD_FLAGS.extend(
             flag
             for flag, on in (
                 ("--shared-cores", args.shared_cores),
                 ("--app-timestamps", args.app_timestamps),
+                ("--default-allocator", args.default_allocator),
             )
             if on
         )

@@ -59,6 +59,8 @@ class ServeSettings:
     frame_cache_bytes: int = 8 * MiB
     max_clients: int = 1000
     metrics: bool = True
+    # glibc malloc thresholds that keep frame memory for reuse (cli/allocator.py)
+    tune_allocator: bool = True
     # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
     # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
     rate_limits: str | None = None

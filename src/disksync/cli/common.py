@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,3 +67,13 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """uvloop where it exists (Linux, macOS), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.Runner()
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return asyncio.Runner(loop_factory=factory)

@@ -42,6 +42,7 @@ from rich.file_proxy import FileProxy
 from rich.live import Live
 from rich.table import Table
 
+from disksync.cli.common import event_loop_runner
 from disksync.cli.serve import run_serve
 from disksync.client import Backoff, ClientConfig, Command, Feed, events
 from disksync.config import ServeSettings, parse_listen
@@ -86,20 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--rate and --mean-bytes must be > 0")
     state_dir = Path(tempfile.mkdtemp(prefix="disksync-demo-"))
     try:
-        runner = _runner()
+        runner = event_loop_runner()
         with runner:
             runner.run(_demo(args, state_dir, host))
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     return 0
-
-
-def _runner() -> asyncio.Runner:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 @dataclass(slots=True)

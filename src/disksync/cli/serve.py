@@ -20,15 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from disksync.cli.common import settings_from
+from disksync.cli.allocator import keep_frame_memory
+from disksync.cli.common import event_loop_runner, settings_from
 from disksync.config import ServeSettings, parse_start
 from disksync.entry import SourceStatus
 from disksync.errors import ConfigError, SourceError
@@ -108,19 +109,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings.data_dir is not None:
         check_serve_data_dir(settings.data_dir)
-    runner = _runner()
+    runner = event_loop_runner()
     with runner:
         runner.run(_main(settings, use_inotify=not args.no_inotify))
     return 0
-
-
-def _runner() -> asyncio.Runner:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.Runner()
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return asyncio.Runner(loop_factory=factory)
 
 
 async def _main(settings: ServeSettings, *, use_inotify: bool) -> None:
@@ -186,6 +178,9 @@ async def run_serve(
     check_plaintext(
         server_config.host, tls=ssl_context is not None, allow_plaintext=settings.allow_plaintext
     )
+    if settings.tune_allocator:  # once the settings are known good: process-wide
+        outcome = keep_frame_memory(os.environ)
+        log.info("allocator thresholds", extra={"allocator": outcome.value})
     journal = open_journal(
         settings.journal_url(),
         retention=Retention(settings.retention_max_age_s, settings.retention_max_bytes),

@@ -1,0 +1,71 @@
+"""Allocator settings for the feed-serving processes (``serve``, ``demo``): keep frame memory.
+
+Rules kept here:
+* Why: a mainnet frame is 0.4–1 MB, built after ``publish_ts_us`` is stamped and freed soon
+  after it is written. With glibc's default (dynamic) thresholds the freed memory goes back to
+  the kernel — the heap top is trimmed past 2 × the largest freed chunk — so the next frame
+  page-faults ~100–250 fresh pages inside the timed path. On this project's VM that was ~50
+  faults per command on the server's main thread and the whole p99 gap to the bare reference
+  server, which takes none (docs/BENCHMARKS.md). Fixed thresholds keep up to ``TRIM_BYTES`` of
+  freed memory per arena for the next frame instead.
+* glibc only: elsewhere (musl, macOS) there is no ``mallopt`` and nothing is changed.
+* An operator's own choice wins: if ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a
+  ``glibc.malloc`` tunable for either is in the environment, nothing is changed.
+* Process-wide, so only a command's ``run`` calls it (never the library), once, before the
+  event loop starts; the outcome is logged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Callable, Mapping
+
+MiB = 1024 * 1024
+# Allocations below this come from the heap and are reused; larger ones (a frame of a 8 MB
+# block) are mapped and unmapped as before. glibc refuses values over 32 MiB on 64-bit.
+MMAP_THRESHOLD_BYTES = 16 * MiB
+# Free memory kept at the top of each heap before it is returned to the kernel.
+TRIM_BYTES = 32 * MiB
+
+_M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+_OPERATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_OPERATOR_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+
+
+class AllocatorTuning(enum.Enum):
+    TUNED = "tuned"
+    OPERATOR_SETTING = "left to the operator's MALLOC_* setting"
+    NOT_GLIBC = "not glibc: unchanged"
+
+
+def keep_frame_memory(environ: Mapping[str, str]) -> AllocatorTuning:
+    """Set glibc's mmap and trim thresholds for this process (see the module docstring)."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if any(name in environ for name in _OPERATOR_VARIABLES) or any(
+        name in tunables for name in _OPERATOR_TUNABLES
+    ):
+        return AllocatorTuning.OPERATOR_SETTING
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return AllocatorTuning.NOT_GLIBC
+    # The mmap threshold first: setting either one turns off glibc's dynamic adjustment, and
+    # a trim threshold alone would leave every frame-sized allocation mapped and unmapped.
+    tuned = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(
+        _M_TRIM_THRESHOLD, TRIM_BYTES
+    )
+    return AllocatorTuning.TUNED if tuned else AllocatorTuning.NOT_GLIBC
+
+
+def _glibc_mallopt() -> Callable[[int, int], int] | None:
+    try:
+        process = ctypes.CDLL(None)  # the symbols already loaded: the C library's among them
+        mallopt = process.mallopt
+        process.gnu_get_libc_version  # noqa: B018 - only glibc has it (musl has no mallopt)
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    result: Callable[[int, int], int] = mallopt
+    return result
