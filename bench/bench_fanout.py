@@ -728,9 +728,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.shared_cores and args.role != "report":
         pin(args.role)
-    if args.role.endswith("-server") and not args.default_allocator:
-        # As `disksync serve` does (cli/allocator.py); the reference gets the same process
-        # setting, though its allocation pattern takes no page faults either way.
+    if args.role != "report" and not args.default_allocator:
+        # Every process as `disksync serve` runs (cli/allocator.py): the servers, the appender
+        # (an ingest), and the clients, whose 1 MiB reads otherwise page-fault their memory
+        # back in on every read. The reference takes no page faults either way.
         from disksync.cli.allocator import keep_frame_memory
 
         keep_frame_memory(os.environ)

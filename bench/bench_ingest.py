@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import random
 import shutil
 import subprocess
@@ -293,7 +294,17 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=1.5, help="size of the pre-written data dir")
     parser.add_argument("--latency-s", type=float, default=20.0, help="seconds per latency mode")
     parser.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's malloc thresholds at their defaults (serve tunes them)",
+    )
     args = parser.parse_args()
+    if not args.default_allocator:
+        # As `disksync serve` runs; the references in this process get the same setting.
+        from disksync.cli.allocator import keep_frame_memory
+
+        print(f"allocator: {keep_frame_memory(os.environ).value}")
     with contextlib.ExitStack() as stack:
         root = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         try:
