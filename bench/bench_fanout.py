@@ -352,7 +352,24 @@ async def run_our_server(args: argparse.Namespace) -> None:
     print("ready", flush=True)
     if args.saturate:
         await saturate(server.fanout)
+    elif args.in_process:
+        await publish_paced(server.fanout, args.rate)
     await task
+
+
+async def publish_paced(fanout: Any, rate: float) -> None:
+    """Publish straight into the fan-out at ``rate`` (no journal, no appender): what our server
+    does with exactly the reference's input, to tell the journal path from the rest."""
+    from disksync.entry import Entry
+
+    pool = payloads(16)
+    seq = (fanout.head_seq or 0) + 1
+    next_at = time.monotonic()
+    while True:
+        fanout.publish(Entry(seq, pool[seq % len(pool)], 0, time.time_ns() // 1000))
+        seq += 1
+        next_at += 1 / rate
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 async def saturate(fanout: Any) -> None:
@@ -402,6 +419,10 @@ async def run_appender(args: argparse.Namespace) -> None:
 
 
 CHILD_FLAGS: list[str] = []  # the method flags of the report, passed to every role
+UNTUNED = "ours, malloc defaults"
+# Our server with exactly the reference's input (commands made in-process at the same rate, no
+# journal, no appender): the fan-out alone, like for like.
+IN_PROCESS = "ours, fed in-process"
 
 
 def spawn(*argv: str) -> subprocess.Popen[str]:
@@ -445,7 +466,14 @@ def free_port() -> int:
 
 
 def measure(
-    kind: str, n: int, *, rate: float, duration: float, query: str = "", lag: bool = False
+    kind: str,
+    n: int,
+    *,
+    rate: float,
+    duration: float,
+    query: str = "",
+    lag: bool = False,
+    server_flags: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One run: server, N clients in their own process(es), publisher; returns the figures."""
     port = free_port()
@@ -453,7 +481,10 @@ def measure(
     if kind == "ours":
         run_appender_sync(state, count=1)  # a head to start from
         lag_args = ["--saturate"] if lag else []
-        server = spawn("--role", "ours-server", "--dir", str(state), "--port", str(port), *lag_args)
+        server = spawn(
+            "--role", "ours-server", "--dir", str(state), "--port", str(port), *lag_args,
+            *server_flags,
+        )  # fmt: skip
     else:
         server = spawn("--role", "ref-server", "--port", str(port), "--rate", str(rate))
     wait_line(server, "ready")
@@ -482,7 +513,7 @@ def measure(
     for c in clients:
         wait_line(c, "connected")
     appender = None
-    if kind == "ours" and not lag:
+    if kind == "ours" and not lag and "--in-process" not in server_flags:
         appender = spawn(
             "--role",
             "appender",
@@ -634,22 +665,42 @@ def report(args: argparse.Namespace) -> None:
         runs: dict[str, list[dict[str, Any]]] = {"ref": [], "ours": []}
         if n == 100:
             runs["ours zstd"] = []
+        runs[IN_PROCESS] = []
+        if args.compare_allocator:
+            runs[UNTUNED] = []
         queries = {"ref": ("ref", ""), "ours": ("ours", hex_query)}
         queries["ours zstd"] = ("ours", zstd_query)
+        queries[UNTUNED] = queries[IN_PROCESS] = ("ours", hex_query)
+        server_flags = {UNTUNED: ("--default-allocator",), IN_PROCESS: ("--in-process",)}
         if not args.quick:
             # One short unrecorded run of each first: the first runs after the client count
             # changes were the slowest of their row for both servers, every time.
             for kind in runs:
                 server, query = queries[kind]
-                measure(server, n, rate=MAINNET_RATE, duration=3.0, query=query)
+                measure(
+                    server,
+                    n,
+                    rate=MAINNET_RATE,
+                    duration=3.0,
+                    query=query,
+                    server_flags=server_flags.get(kind, ()),
+                )
         for round_no in range(rounds):
             # Interleaved, so drift on a shared machine hits both alike, and in alternating
             # order, so that neither server always runs right after the other.
             order = list(runs) if round_no % 2 == 0 else list(reversed(runs))
             for kind in order:
                 server, query = queries[kind]
+                flags = server_flags.get(kind, ())
                 runs[kind].append(
-                    measure(server, n, rate=MAINNET_RATE, duration=duration, query=query)
+                    measure(
+                        server,
+                        n,
+                        rate=MAINNET_RATE,
+                        duration=duration,
+                        query=query,
+                        server_flags=flags,
+                    )
                 )
         ref = pooled(runs["ref"])
         for kind, results in runs.items():
@@ -714,6 +765,11 @@ def main() -> None:
         action="store_true",
         help="leave glibc's malloc thresholds at their defaults in both servers (serve tunes them)",
     )
+    parser.add_argument(
+        "--compare-allocator",
+        action="store_true",
+        help=f"add a latency row for our server with glibc's malloc defaults ({UNTUNED!r})",
+    )
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
@@ -725,6 +781,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--until-messages", type=int, default=0)
     parser.add_argument("--saturate", action="store_true")
+    parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
     if not args.shared_cores and args.role != "report":
         pin(args.role)
