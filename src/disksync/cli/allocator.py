@@ -11,8 +11,9 @@ Rules kept here:
 * glibc only: elsewhere (musl, macOS) there is no ``mallopt`` and nothing is changed.
 * An operator's own choice wins: if ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a
   ``glibc.malloc`` tunable for either is in the environment, nothing is changed.
-* Process-wide, so only a command's ``run`` calls it (never the library), once, before the
-  event loop starts; the outcome is logged.
+* Process-wide, so only the command layer calls it (``cli/serve.run_serve``, which ``serve``
+  and ``demo`` share), never the library: once, after the settings are validated (a bad one
+  stays a one-line error) and before the journal and the feed start; the outcome is logged.
 """
 
 from __future__ import annotations
