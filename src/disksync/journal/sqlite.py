@@ -72,7 +72,10 @@ class SqliteOptions:
     readers: int = 2  # reader threads
     trim_step_rows: int = 512
     trim_step_bytes: int = 64 << 20
-    checkpoint_bytes: int = 16 << 20  # appended bytes between background WAL checkpoints
+    # Appended bytes between background WAL checkpoints. Small, so that each checkpoint is a
+    # short burst: a 16 MiB one (copy + fsync) slowed a fan-out running beside it for long
+    # enough to set its p99 (docs/JOURNAL.md, "Checkpoints off the hot path").
+    checkpoint_bytes: int = 2 << 20
     background_checkpoint: bool = True  # False: SQLite's inline checkpoint every 1000 pages
 
     def __post_init__(self) -> None:
@@ -345,10 +348,14 @@ class SqliteJournal:
         if self._closed or self._loop is None or not self.options.background_checkpoint:
             return
         self._uncheckpointed = 0
-        self._checkpoint = self._loop.run_in_executor(
-            self._checkpointer, lambda: store.checkpoint(self._read_conn())
-        )
+        self._checkpoint = self._loop.run_in_executor(self._checkpointer, self._timed_checkpoint)
         self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _timed_checkpoint(self) -> tuple[int, int, int]:
+        started = time.perf_counter()
+        result = store.checkpoint(self._read_conn())
+        self._metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        return result
 
     def _checkpoint_done(self, done: asyncio.Future[tuple[int, int, int]]) -> None:
         self._checkpoint = None
