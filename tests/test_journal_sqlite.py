@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from conftest import REPO, scaled
 from disksync.entry import Entry
 from disksync.errors import ConfigError, ConflictError, JournalError, RetentionError
 from disksync.journal import Retention, SqliteJournal, SqliteOptions, open_journal
+from disksync.journal import sqlite_store as store
 from disksync.journal.sqlite_store import SCHEMA_VERSION
+from disksync.journal.sqlite_watch import Watcher
 from journal_contract import (
     JournalContract,
     JournalFactory,
@@ -428,3 +431,47 @@ async def test_retention_failure_is_logged_counted_retried_and_close_is_clean(
     assert overflows and "retention failed" in overflows[0].getMessage()
     assert len(await journal.read(1, 10)) == 3  # the journal itself still works
     await journal.close()  # returns: the failure was reported, not stored for close() to raise
+
+
+def test_watcher_hurries_for_wal_writes_only(tmp_path: Path) -> None:
+    """A write to the WAL file starts the 1 ms checks (a commit follows it); a write to any
+    other file of the directory, such as a checkpoint's to the database file, costs one check."""
+    path = tmp_path / "j.db"
+
+    async def create() -> None:
+        async with SqliteJournal(path) as journal:
+            await journal.append(make_entries(1, 1))
+
+    asyncio.run(create())
+    reports: list[store.Snapshot] = []
+    watcher = Watcher(
+        path,
+        lambda: store.connect(path, synchronous="normal", page_size=65536, mmap_size=0),
+        poll_interval_s=1.0,
+        watch_wal=True,
+        report=reports.append,
+        writing_here=lambda: False,
+    )
+    watcher.start()
+    try:
+        deadline = time.monotonic() + scaled(10)
+        while not reports and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reports, "the watcher never reported the journal's state"
+        time.sleep(0.5)  # its own connection created the WAL file: let that window pass
+
+        def checks_after_writing(name: str) -> int:
+            before = watcher.polls
+            with open(tmp_path / name, "ab") as f:
+                # Past the WAL's last valid frame: SQLite ignores it, inotify does not.
+                f.write(b"\0" * 4096)
+            time.sleep(0.3)
+            return watcher.polls - before
+
+        unrelated = checks_after_writing("j.db-notes")
+        wal = checks_after_writing("j.db-wal")
+    finally:
+        watcher.stop()
+        watcher.join(scaled(10))
+    assert unrelated <= 3, f"{unrelated} checks after a write to another file"
+    assert wal >= 20, f"only {wal} checks in 0.3 s after a write to the WAL"

@@ -249,7 +249,7 @@ class SqliteJournal:
         self._loop = loop
         self._metrics.observe_bounds(self._snapshot.bounds())
         self._watcher = Watcher(
-            self.path.parent,
+            self.path,
             self._connect,
             self.options.poll_interval_s,
             self.options.watch_wal,
