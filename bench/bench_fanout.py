@@ -423,6 +423,9 @@ UNTUNED = "ours, malloc defaults"
 # Our server with exactly the reference's input (commands made in-process at the same rate, no
 # journal, no appender): the fan-out alone, like for like.
 IN_PROCESS = "ours, fed in-process"
+# The reference with the same appender process running beside it as edge mode's (writing a
+# journal nobody reads): what the ingest's mere presence on a 2-core machine costs any server.
+REF_BESIDE = "ref, beside an appender"
 
 
 def spawn(*argv: str) -> subprocess.Popen[str]:
@@ -474,8 +477,10 @@ def measure(
     query: str = "",
     lag: bool = False,
     server_flags: tuple[str, ...] = (),
+    beside_appender: bool = False,
 ) -> dict[str, Any]:
-    """One run: server, N clients in their own process(es), publisher; returns the figures."""
+    """One run: server, N clients in their own process(es), publisher; returns the figures.
+    ``beside_appender``: an appender also runs, into a journal of its own that nobody reads."""
     port = free_port()
     state, key = make_state()
     if kind == "ours":
@@ -513,7 +518,9 @@ def measure(
     for c in clients:
         wait_line(c, "connected")
     appender = None
-    if kind == "ours" and not lag and "--in-process" not in server_flags:
+    if beside_appender:
+        run_appender_sync(state, count=1)  # ``state`` is the reference's: unused otherwise
+    if beside_appender or (kind == "ours" and not lag and "--in-process" not in server_flags):
         appender = spawn(
             "--role",
             "appender",
@@ -661,6 +668,7 @@ def report(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     hex_query, zstd_query = "?heartbeat=0", "?heartbeat=0&encoding=zstd"
+    notes: list[str] = []
     for n in (1, 10, 100):
         runs: dict[str, list[dict[str, Any]]] = {"ref": [], "ours": []}
         if n == 100:
@@ -668,7 +676,9 @@ def report(args: argparse.Namespace) -> None:
         runs[IN_PROCESS] = []
         if args.compare_allocator:
             runs[UNTUNED] = []
-        queries = {"ref": ("ref", ""), "ours": ("ours", hex_query)}
+        if args.compare_appender:
+            runs[REF_BESIDE] = []
+        queries = {"ref": ("ref", ""), "ours": ("ours", hex_query), REF_BESIDE: ("ref", "")}
         queries["ours zstd"] = ("ours", zstd_query)
         queries[UNTUNED] = queries[IN_PROCESS] = ("ours", hex_query)
         server_flags = {UNTUNED: ("--default-allocator",), IN_PROCESS: ("--in-process",)}
@@ -684,6 +694,7 @@ def report(args: argparse.Namespace) -> None:
                     duration=3.0,
                     query=query,
                     server_flags=server_flags.get(kind, ()),
+                    beside_appender=kind == REF_BESIDE,
                 )
         for round_no in range(rounds):
             # Interleaved, so drift on a shared machine hits both alike, and in alternating
@@ -700,6 +711,7 @@ def report(args: argparse.Namespace) -> None:
                         duration=duration,
                         query=query,
                         server_flags=flags,
+                        beside_appender=kind == REF_BESIDE,
                     )
                 )
         ref = pooled(runs["ref"])
@@ -717,6 +729,17 @@ def report(args: argparse.Namespace) -> None:
                 f"{row['steal_pct']:.1f} |",
                 flush=True,
             )
+        if REF_BESIDE in runs:
+            edge, beside = pooled(runs["ours"]), pooled(runs[REF_BESIDE])
+            notes.append(
+                f"{n} clients: edge mode p99 / the reference's beside the same appender = "
+                f"{edge['p99_ms'] / beside['p99_ms']:.2f} pooled, "
+                f"{edge['run_p99_ms'] / beside['run_p99_ms']:.2f} median run"
+            )
+    for note in notes:
+        print(f"\n{note}", end="")
+    if notes:
+        print()
     print("\n## max fan-out throughput (MB/s received by all clients)")
     print("| clients | ref MB/s | ours MB/s | ours/ref (each run ref:ours) |")
     print("|---|---|---|---|")
@@ -769,6 +792,12 @@ def main() -> None:
         "--compare-allocator",
         action="store_true",
         help=f"add a latency row for our server with glibc's malloc defaults ({UNTUNED!r})",
+    )
+    parser.add_argument(
+        "--compare-appender",
+        action="store_true",
+        help=f"add a latency row for the reference with edge mode's appender beside it "
+        f"({REF_BESIDE!r})",
     )
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
