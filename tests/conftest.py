@@ -24,11 +24,23 @@ def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_SCALE
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, and never one this session already handed out.
+
+    The kernel may give the same free port to two binds in a row (about 1 in 10,000 here). Two
+    servers started on one port then look like one healthy server to a readiness check, and a
+    test of two regions quietly talks to one: so the second call must never repeat the first.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def disksync_cmd(*args: str) -> list[str]:
