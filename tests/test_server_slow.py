@@ -106,6 +106,13 @@ async def test_stalled_clients_closed_1013_fast_clients_get_everything(tmp_path:
         for ws in fast:
             await ws.close()
         await asyncio.gather(*readers)
+        # Let the grace run out before reading a stalled client's backlog: a client that starts
+        # reading within the grace catches up and is rightly never closed (the policy forgives a
+        # burst absorbed in time), and this test would then wait for a close that cannot come.
+        closes = h.server.metrics.slow_consumer_closes
+        async with asyncio.timeout(scaled(20)):
+            while closes._value.get() < STALLED:
+                await asyncio.sleep(0.02)
         # Every stalled client was closed 1013 after exactly the commands it was handed.
         for reader, writer in stalled:
             messages, code, reason = await read_until_close(reader, scaled(20))
@@ -118,7 +125,7 @@ async def test_stalled_clients_closed_1013_fast_clients_get_everything(tmp_path:
             assert seqs == list(range(2, 2 + len(seqs)))
             assert fields["next_seq"] == 2 + len(seqs)
             assert len(seqs) < COMMANDS
-        assert h.server.metrics.slow_consumer_closes._value.get() == STALLED
+        assert closes._value.get() == STALLED
     # Queued per client, 6 stalled clients would hold 6 x 80 MB of frames; the ring and the
     # socket buffers are all we keep.
     assert peak - rss_before < 150 * 1024 * 1024, (peak - rss_before) / 1e6
@@ -190,3 +197,30 @@ async def test_a_client_older_than_the_frame_cache_but_within_limits_is_kept(
         metrics = h.server.metrics
         assert metrics.slow_consumer_closes._value.get() == 0
         assert metrics.catchup_from_journal._value.get() > 0
+
+
+async def test_a_client_past_the_limit_that_catches_up_within_the_grace_is_kept(
+    tmp_path: Path,
+) -> None:
+    # The grace is what makes a burst forgivable: a client judged past the seq limit that reads
+    # its backlog before the grace runs out is caught up, not closed.
+    async with running_server(
+        tmp_path,
+        preload=entries(1, 2),
+        max_lag_seqs=10,
+        max_lag_bytes=64 * 1024 * 1024,
+        high_water=64 * 1024,
+        slow_grace_s=scaled(10),
+    ) as h:
+        reader, writer = await open_stalled(h.port, h.key)
+        await h.append(2, 102, size=50_000)  # 100 commands: ten times the seq limit
+        fanout, closes = h.server.fanout, h.server.metrics.slow_consumer_closes
+        async with asyncio.timeout(scaled(10)):  # judged past the limit (or, wrongly, closed)
+            while not any(s.over_since is not None for s in fanout.behind):
+                if closes._value.get():
+                    break
+                await asyncio.sleep(0.01)
+        seqs = await read_seqs_until(reader, 101, scaled(30))
+        writer.close()
+        assert seqs == list(range(2, 102))
+        assert closes._value.get() == 0
