@@ -74,7 +74,7 @@ class SqliteOptions:
     trim_step_bytes: int = 64 << 20
     # Appended bytes between background WAL checkpoints. Small, so that each checkpoint is a
     # short burst: a 16 MiB one (copy + fsync) slowed a fan-out running beside it for long
-    # enough to set its p99 (docs/JOURNAL.md, "Checkpoints off the hot path").
+    # enough to set its p99 (docs/JOURNAL.md, "Small checkpoints").
     checkpoint_bytes: int = 2 << 20
     background_checkpoint: bool = True  # False: SQLite's inline checkpoint every 1000 pages
 
