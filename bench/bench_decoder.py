@@ -3,9 +3,10 @@
 Usage: python bench/bench_decoder.py [--seconds 30] [--mean-bytes 190000] [--blocks 40]
 
 Blocks come from the simulator (``disksync.simulate.BlockGenerator``) when it is installed,
-else from the shared fixture lines merged into large synthetic blocks. Each contender decodes
-the same list of blocks in rounds until its share of the time budget is spent; the best round
-counts (least disturbed by the machine). Printed: MB/s, blocks/s and the ratio to orjson.loads.
+else from the fixture lines (tests/fixtures) merged into large synthetic blocks. Each
+contender decodes the same list of blocks in rounds until its share of the time budget is
+spent; the best round counts (least disturbed by the machine). Printed: MB/s, blocks/s and
+the ratio to orjson.loads.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import orjson
 
 from disksync.hl import decode_block, decode_header, summarize
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 
 def simulator_blocks(count: int, mean_bytes: int) -> list[bytes] | None:
@@ -95,7 +96,7 @@ def main() -> int:
     origin = "simulator (disksync.simulate.BlockGenerator, seed 7)"
     if blocks is None:
         if not FIXTURES.is_dir():
-            print("no simulator and no ../shared/fixtures: nothing to measure", file=sys.stderr)
+            print("no simulator and no tests/fixtures: nothing to measure", file=sys.stderr)
             return 1
         blocks = fixture_blocks(args.blocks, args.mean_bytes)
         origin = "fixture lines merged into synthetic blocks"

@@ -2,7 +2,8 @@
 
 * Every timeout in the suite goes through ``scaled(seconds)``; set ``DISKSYNC_TEST_TIMEOUT_SCALE``
   (default 1) to stretch them all on a slow machine. No test asserts on speed.
-* ``SHARED_FIXTURES`` is ``../shared/fixtures`` when present; tests that need it skip otherwise.
+* ``FIXTURES`` is ``tests/fixtures`` (real node lines, provenance in its SOURCES.md). A missing
+  fixture fails the test that needs it; it never skips.
 * Real components only: files in ``tmp_path``, SQLite, sockets on 127.0.0.1, subprocesses.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 TIMEOUT_SCALE = float(os.environ.get("DISKSYNC_TEST_TIMEOUT_SCALE", "1"))
 
 
@@ -49,7 +50,7 @@ def disksync_cmd(*args: str) -> list[str]:
 
 
 @pytest.fixture
-def shared_fixtures() -> Path:
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures not present")
-    return SHARED_FIXTURES
+def fixtures() -> Path:
+    if not (FIXTURES / "SOURCES.md").is_file():
+        pytest.fail(f"the test fixtures are missing: {FIXTURES} (they ship with the repository)")
+    return FIXTURES

@@ -10,12 +10,12 @@ import pytest
 from disksync.hl.meta import block_meta, parse_block_time_ns
 
 
-def test_fixture_lines(shared_fixtures: Path) -> None:
-    lines = (shared_fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+def test_fixture_lines(fixtures: Path) -> None:
+    lines = (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
     metas = [block_meta(line) for line in lines]
     assert all(m.valid and m.height is None for m in metas)
     assert metas[0].ts_ms == 1781198868584  # 2026-06-11T17:27:48.584957873, truncated to ms
-    with_height = (shared_fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
+    with_height = (fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
     meta = block_meta(with_height)
     assert meta.height == 644381602
     assert meta.ts_ms == 1786158994462

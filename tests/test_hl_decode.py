@@ -35,9 +35,9 @@ def sample_lines(fixtures: Path) -> list[bytes]:
 
 
 @pytest.fixture
-def blocks(shared_fixtures: Path) -> list[Block]:
+def blocks(fixtures: Path) -> list[Block]:
     return [
-        decode_block(line, seq=1000 + i) for i, line in enumerate(sample_lines(shared_fixtures))
+        decode_block(line, seq=1000 + i) for i, line in enumerate(sample_lines(fixtures))
     ]
 
 
@@ -203,8 +203,8 @@ def test_empty_block(blocks: list[Block]) -> None:
     assert block.has_resps and block.resps_issues == []
 
 
-def test_line_with_height(shared_fixtures: Path) -> None:
-    line = (shared_fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
+def test_line_with_height(fixtures: Path) -> None:
+    line = (fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
     block = decode_block(line, seq=7)
     assert block.height == 644381602
     assert block.number == 644381602  # the line's own height wins over the caller's seq
@@ -214,8 +214,8 @@ def test_line_with_height(shared_fixtures: Path) -> None:
     assert not block.has_resps and block.bundles == []
 
 
-def test_single_signed_action(shared_fixtures: Path) -> None:
-    action = decode_action((shared_fixtures / "signed_action_mainnet_2025-04-11.json").read_bytes())
+def test_single_signed_action(fixtures: Path) -> None:
+    action = decode_action((fixtures / "signed_action_mainnet_2025-04-11.json").read_bytes())
     assert action.type == "cancel" and action.family is Family.ORDER
     assert isinstance(action.body, CancelAction)
     assert [(c.a, c.o) for c in action.body.cancels] == [(142, 85780697537), (142, 85780679669)]
@@ -224,8 +224,8 @@ def test_single_signed_action(shared_fixtures: Path) -> None:
     assert action.signature is not None and action.signature.v == 27
 
 
-def test_header_mode_matches_full_decode(shared_fixtures: Path) -> None:
-    for i, line in enumerate(sample_lines(shared_fixtures)):
+def test_header_mode_matches_full_decode(fixtures: Path) -> None:
+    for i, line in enumerate(sample_lines(fixtures)):
         header, block = decode_header(line, seq=i), decode_block(line, seq=i)
         assert (header.time_ns, header.round, header.parent_round, header.hardfork) == (
             block.time_ns,
@@ -245,8 +245,8 @@ def _with_resps(line: bytes, full: list[object]) -> bytes:
     return _line(obj)
 
 
-def test_responses_reordered_are_matched_by_hash(shared_fixtures: Path) -> None:
-    lines = sample_lines(shared_fixtures)
+def test_responses_reordered_are_matched_by_hash(fixtures: Path) -> None:
+    lines = sample_lines(fixtures)
     first, second = orjson.loads(lines[0]), orjson.loads(lines[1])
     first["abci_block"]["signed_action_bundles"].append(
         second["abci_block"]["signed_action_bundles"][0]
@@ -261,16 +261,16 @@ def test_responses_reordered_are_matched_by_hash(shared_fixtures: Path) -> None:
     assert block.bundles[1].actions[0].response.user == "0x31ca8395cf837de08b24da3f660e77761dfb974b"
 
 
-def test_missing_and_unmatched_responses_do_not_crash(shared_fixtures: Path) -> None:
-    line = sample_lines(shared_fixtures)[0]
+def test_missing_and_unmatched_responses_do_not_crash(fixtures: Path) -> None:
+    line = sample_lines(fixtures)[0]
     stray = ["0x" + "ab" * 32, [{"user": None, "res": {"status": "err", "response": "x"}}]]
     block = decode_block(_with_resps(line, [stray]))
     assert [issue.kind for issue in block.resps_issues] == ["missing", "unmatched"]
     assert all(action.response is None for action in block.actions())
 
 
-def test_more_responses_than_actions(shared_fixtures: Path) -> None:
-    line = sample_lines(shared_fixtures)[0]
+def test_more_responses_than_actions(fixtures: Path) -> None:
+    line = sample_lines(fixtures)[0]
     obj = orjson.loads(line)
     entry = obj["resps"]["Full"][0]
     entry[1] = entry[1] * 2
@@ -280,16 +280,16 @@ def test_more_responses_than_actions(shared_fixtures: Path) -> None:
     assert all(action.response is not None for action in block.actions())
 
 
-def test_null_resps(shared_fixtures: Path) -> None:
-    obj = orjson.loads(sample_lines(shared_fixtures)[0])
+def test_null_resps(fixtures: Path) -> None:
+    obj = orjson.loads(sample_lines(fixtures)[0])
     obj["resps"] = None
     block = decode_block(_line(obj))
     assert not block.has_resps
     assert all(action.response is None for action in block.actions())
 
 
-def test_key_order_does_not_matter(shared_fixtures: Path) -> None:
-    line = sample_lines(shared_fixtures)[1]
+def test_key_order_does_not_matter(fixtures: Path) -> None:
+    line = sample_lines(fixtures)[1]
     reordered = orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS)
     assert reordered != line
     sorted_block, block = decode_block(reordered), decode_block(line)
@@ -300,8 +300,8 @@ def test_key_order_does_not_matter(shared_fixtures: Path) -> None:
     assert all(a.body is not None for a in block.actions())
 
 
-def test_time_without_fraction_and_with_z(shared_fixtures: Path) -> None:
-    obj = orjson.loads(sample_lines(shared_fixtures)[3])
+def test_time_without_fraction_and_with_z(fixtures: Path) -> None:
+    obj = orjson.loads(sample_lines(fixtures)[3])
     obj["abci_block"]["time"] = "2026-06-11T17:27:48Z"
     assert decode_block(_line(obj)).time_ns == 1_781_198_868_000_000_000
 
@@ -338,8 +338,8 @@ def test_malformed_json_carries_seq_and_offset(payload: bytes, offset: int) -> N
         ),
     ],
 )
-def test_shape_errors_raise_decode_error(shared_fixtures: Path, mutation: object) -> None:
-    obj = orjson.loads(sample_lines(shared_fixtures)[0])
+def test_shape_errors_raise_decode_error(fixtures: Path, mutation: object) -> None:
+    obj = orjson.loads(sample_lines(fixtures)[0])
     mutation(obj["abci_block"])  # type: ignore[operator]
     with pytest.raises(DecodeError) as caught:
         decode_block(_line(obj), seq=9)
@@ -356,8 +356,8 @@ def test_shape_error_inside_an_action_gives_its_offset() -> None:
     assert caught.value.offset == line.index(b'{"kind"')
 
 
-def test_drifted_modelled_type_is_kept_unless_strict(shared_fixtures: Path) -> None:
-    obj = orjson.loads(sample_lines(shared_fixtures)[0])
+def test_drifted_modelled_type_is_kept_unless_strict(fixtures: Path) -> None:
+    obj = orjson.loads(sample_lines(fixtures)[0])
     order = obj["abci_block"]["signed_action_bundles"][0][1]["signed_actions"][0]["action"]
     order["orders"][0]["a"] = "BTC"  # an asset name where the model says an index
     line = _line(obj)
@@ -370,8 +370,8 @@ def test_drifted_modelled_type_is_kept_unless_strict(shared_fixtures: Path) -> N
         decode_block(line, strict=True)
 
 
-def test_str_input_is_accepted(shared_fixtures: Path) -> None:
-    line = sample_lines(shared_fixtures)[0]
+def test_str_input_is_accepted(fixtures: Path) -> None:
+    line = sample_lines(fixtures)[0]
     from_text, from_bytes = decode_block(line.decode()), decode_block(line)
     assert from_text.actions()[1].body == from_bytes.actions()[1].body
     assert from_text.actions()[1].response == from_bytes.actions()[1].response
@@ -383,8 +383,8 @@ def test_shape_error_has_no_offset_but_names_the_path() -> None:
     assert caught.value.offset is None
 
 
-def test_two_bundles_with_one_hash_share_no_responses(shared_fixtures: Path) -> None:
-    obj = orjson.loads(sample_lines(shared_fixtures)[0])
+def test_two_bundles_with_one_hash_share_no_responses(fixtures: Path) -> None:
+    obj = orjson.loads(sample_lines(fixtures)[0])
     bundles = obj["abci_block"]["signed_action_bundles"]
     bundles.append(bundles[0])
     block = decode_block(_line(obj))

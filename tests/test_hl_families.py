@@ -12,8 +12,8 @@ from disksync.hl.actions import MODELLED_TYPES
 from disksync.hl.families import KNOWN_TYPES
 
 
-def test_every_fixture_action_type_is_classified(shared_fixtures: Path) -> None:
-    lines = (shared_fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+def test_every_fixture_action_type_is_classified(fixtures: Path) -> None:
+    lines = (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
     seen = {
         (action.type, action.inner_type): action.family
         for line in lines

@@ -6,7 +6,6 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_FIXTURES
+from conftest import FIXTURES
 from disksync.errors import DecodeError
 from disksync.hl import (
     block_meta,
@@ -143,11 +142,9 @@ def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
 
 
 def _fixture_lines() -> list[bytes]:
-    path = SHARED_FIXTURES / "replica_cmds_sample_2026-06-11.jsonl"
-    if not path.is_file():
-        return [b'{"abci_block":{"time":"2026-06-11T17:27:48","round":1,"parent_round":0}}']
-    lines = path.read_bytes().splitlines()
-    lines.append((SHARED_FIXTURES / "replica_cmd_with_height_testnet.json").read_bytes())
+    # A missing file raises here, at collection: the whole module fails, nothing skips.
+    lines = (FIXTURES / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+    lines.append((FIXTURES / "replica_cmd_with_height_testnet.json").read_bytes())
     return lines
 
 
@@ -251,6 +248,4 @@ def test_invalid_utf8_inside_a_string() -> None:
 
 
 def test_fixture_dir_is_what_the_properties_mutate() -> None:
-    if not Path(SHARED_FIXTURES).is_dir():
-        pytest.skip("../shared/fixtures not present")
     assert len(LINES) == 5

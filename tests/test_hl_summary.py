@@ -19,8 +19,8 @@ from disksync.hl import (
 
 
 @pytest.fixture
-def lines(shared_fixtures: Path) -> list[bytes]:
-    return (shared_fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+def lines(fixtures: Path) -> list[bytes]:
+    return (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
 
 
 def test_summary_of_the_order_block(lines: list[bytes]) -> None:
@@ -130,8 +130,8 @@ def test_height_regress_and_reset(lines: list[bytes]) -> None:
     assert checker.feed(decode_header(lines[2], seq=50)) == []
 
 
-def test_line_height_wins_over_seq(shared_fixtures: Path) -> None:
-    line = (shared_fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
+def test_line_height_wins_over_seq(fixtures: Path) -> None:
+    line = (fixtures / "replica_cmd_with_height_testnet.json").read_bytes()
     first = decode_header(line, seq=1)
     obj = orjson.loads(line)
     obj["height"] += 1

@@ -80,9 +80,9 @@ def test_same_seed_same_bytes_and_heights_differ() -> None:
     assert other.block_bytes(H0) != a.block_bytes(H0)
 
 
-def test_lines_have_the_node_shape(shared_fixtures: Path) -> None:
+def test_lines_have_the_node_shape(fixtures: Path) -> None:
     sample = orjson.loads(
-        (shared_fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()[0]
+        (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()[0]
     )
     gen = BlockGenerator(seed=3, mean_bytes=4000)
     for h in range(H0, H0 + 150):

@@ -1,7 +1,7 @@
 """The catalogue of synthetic signed actions and their responses, compiled to byte templates.
 
 Rules kept here:
-* Shapes follow the real node's ``replica_cmds`` lines (see ../shared/fixtures): the key order of
+* Shapes follow the real node's ``replica_cmds`` lines (see tests/fixtures): the key order of
   a signed action is ``signature``, ``vaultAddress``, ``expiresAfter``, ``action``, ``nonce``,
   ``isFrontend``; a response is ``{"user":…,"res":{"status":…,"response":…}}``.
 * The mix is by COUNT of actions (``MIX`` in percent): order 57, cancelByCloid 20, cancel 14,
