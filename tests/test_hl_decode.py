@@ -36,9 +36,7 @@ def sample_lines(fixtures: Path) -> list[bytes]:
 
 @pytest.fixture
 def blocks(fixtures: Path) -> list[Block]:
-    return [
-        decode_block(line, seq=1000 + i) for i, line in enumerate(sample_lines(fixtures))
-    ]
+    return [decode_block(line, seq=1000 + i) for i, line in enumerate(sample_lines(fixtures))]
 
 
 def test_header_of_first_sample_line(blocks: list[Block]) -> None:
