@@ -303,3 +303,61 @@ def test_serve_with_a_wrong_type_in_the_file_is_one_plain_line(tmp_path: Path) -
         f"disksync: configuration error: data_dir: expected a path (a string), got 5 (from {cfg})\n"
     )
     assert not (tmp_path / "state").exists()
+
+
+def test_a_setting_outside_the_serve_table_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('lisen = "0.0.0.0:1"\n[serve]\nregion = "eu"\n')
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(cfg, "serve")
+    assert str(caught.value) == (
+        f"{cfg}: setting 'lisen' is outside every table; with tables in the file, settings go"
+        " under one (here [serve])"
+    )
+
+
+def test_an_unknown_table_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nregion = "eu"\n[sever]\nlisten = "0.0.0.0:1"\n')
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(cfg, "serve")
+    assert str(caught.value) == (
+        f"{cfg}: unknown table [sever] (did you mean [serve]?); known tables: [serve]"
+    )
+    alone = tmp_path / "alone.toml"  # a flat file's sub-table is a table too, not a setting
+    alone.write_text('region = "eu"\n[listen]\nport = 1\n')
+    with pytest.raises(ConfigError, match=r"unknown table \[listen\]; known tables: \[serve\]"):
+        read_config_file(alone, "serve")
+
+
+def test_tables_other_commands_read_are_allowed(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nregion = "eu"\n[archive]\nbucket = "b"\n')
+    tables = frozenset({"serve", "archive"})
+    assert read_config_file(cfg, "serve", known_tables=tables) == {"region": "eu"}
+    assert read_config_file(cfg, "archive", known_tables=tables) == {"bucket": "b"}
+    only_other = tmp_path / "other.toml"
+    only_other.write_text('[archive]\nbucket = "b"\n')
+    assert read_config_file(only_other, "serve", known_tables=tables) == {}
+    not_a_table = tmp_path / "n.toml"
+    not_a_table.write_text("serve = 5\n")
+    with pytest.raises(ConfigError, match=r"\[serve\] must be a table"):
+        read_config_file(not_a_table, "serve")
+
+
+def test_serve_refuses_a_file_with_a_misspelt_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "disksync.toml"
+    cfg.write_text('[serve]\nregion = "eu"\n\n[sever]\nlisten = "127.0.0.1:1"\n')
+    result = subprocess.run(
+        disksync_cmd("serve", "--config", str(cfg), "--state-dir", str(tmp_path / "state")),
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"disksync: configuration error: {cfg}: unknown table [sever] (did you mean [serve]?);"
+        " known tables: [serve]\n"
+    )
+    assert not (tmp_path / "state").exists()
