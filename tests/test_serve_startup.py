@@ -102,21 +102,25 @@ def test_busy_port_exits_before_ingesting_and_a_retry_starts_where_asked(
 @pytest.mark.parametrize(
     ("flags", "env", "named"),
     [
-        (("--poll-interval-s", "0"), {}, "--poll-interval-s must be a finite number > 0"),
-        (("--stall-after-s", "-1"), {}, "--stall-after-s must be a finite number > 0"),
-        (("--max-line-bytes", "0"), {}, "--max-line-bytes must be a finite number > 0"),
-        (("--start", "soonish"), {}, "--start must be earliest, latest or a seq"),
-        ((), {"DISKSYNC_MAX_CLIENTS": "0"}, "--max-clients must be a finite number > 0"),
-        ((), {"DISKSYNC_HEARTBEAT_S": "-5"}, "--heartbeat-s must be a finite number >= 0"),
+        (("--poll-interval-s", "0"), {}, "--poll-interval-s: expected a finite number > 0"),
+        (("--stall-after-s", "-1"), {}, "--stall-after-s: expected a finite number > 0"),
+        (("--max-line-bytes", "0"), {}, "--max-line-bytes: expected a whole number > 0, got 0"),
+        (("--start", "soonish"), {}, "--start: expected earliest, latest or a seq >= 0"),
+        (
+            (),
+            {"DISKSYNC_MAX_CLIENTS": "0"},
+            "DISKSYNC_MAX_CLIENTS: expected a whole number > 0, got '0' (from the environment)",
+        ),
+        ((), {"DISKSYNC_HEARTBEAT_S": "-5"}, "DISKSYNC_HEARTBEAT_S: expected a finite number >= 0"),
         (
             (),
             {"DISKSYNC_RETENTION_MAX_AGE_S": "0"},
-            "--retention-max-age-s must be a finite number > 0",
+            "DISKSYNC_RETENTION_MAX_AGE_S: expected a finite number > 0, or empty for none",
         ),
         (
             (),
             {"DISKSYNC_POLL_INTERVAL_S": "nan"},
-            "--poll-interval-s must be a finite number > 0, got nan",
+            "DISKSYNC_POLL_INTERVAL_S: expected a finite number > 0, got 'nan'",
         ),
     ],
 )

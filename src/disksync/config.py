@@ -6,21 +6,30 @@ Rules kept here:
 * An unknown key is an error, in the file and in the environment (a typo must never silently
   become a default). Environment names are ``DISKSYNC_`` + the field name in upper case;
   ``DISKSYNC_API_KEY`` (client commands) and ``DISKSYNC_TEST_*`` (test harness) are not settings.
-* Values from the environment are strings and are converted by the field's type; a bad value
-  names the variable it came from.
-* ``ServeSettings`` validates itself when built (positive intervals and limits, a known
-  ``start``), so a value that would spin or never serve is a ``ConfigError`` before anything runs.
+* A field's type, with its bounds (``Annotated[..., msgspec.Meta(...)]``), is the one statement
+  of what the field accepts. msgspec converts and checks every value against it: strictly for
+  TOML values (``true`` is not a number), leniently for strings from the environment and flags
+  (``"5"`` is 5). Nothing else converts types by hand.
+* A bad value is one line in the user's terms, never Python's: the key as the user wrote it,
+  what was expected, the value, and where it came from
+  (``data_dir: expected a path (a string), got 5 (from disksync.toml)``).
+* ``ServeSettings`` checks itself when built in code too (``demo``), so a value that would spin
+  or never serve is a ``ConfigError`` before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import sys
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
 
 from disksync.errors import ConfigError
 
@@ -30,155 +39,12 @@ ENV_IGNORED_PREFIXES = ("DISKSYNC_TEST_",)
 
 MiB = 1024 * 1024
 
-
-@dataclass(frozen=True, slots=True)
-class ServeSettings:
-    """Everything ``disksync serve`` needs; defaults are the embedded ones."""
-
-    data_dir: Path | None = None
-    state_dir: Path = Path("disksync-state")
-    journal: str | None = None  # sqlite:PATH (default: STATE_DIR/journal.sqlite) or nats://…
-    keys: str | None = None  # sqlite:PATH (default: STATE_DIR/keys.sqlite)
-    listen: str = "127.0.0.1:8765"
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    allow_plaintext: bool = False
-    start: str = "latest"  # earliest | latest | SEQ
-    region: str = "local"
-    # source
-    poll_interval_s: float = 0.25
-    max_line_bytes: int = 256 * MiB
-    stall_after_s: float = 10.0
-    # journal
-    retention_max_age_s: float | None = None
-    retention_max_bytes: int | None = None
-    # feed
-    heartbeat_s: float = 5.0
-    max_lag_bytes: int = 32 * MiB
-    max_lag_seqs: int = 1000
-    frame_cache_bytes: int = 8 * MiB
-    max_clients: int = 1000
-    metrics: bool = True
-    # glibc malloc thresholds that keep frame memory for reuse (cli/allocator.py)
-    tune_allocator: bool = True
-    # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
-    # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
-    rate_limits: str | None = None
-
-    def __post_init__(self) -> None:
-        """Reject values that would make the process spin, hang or never serve, at load time."""
-        for name in (
-            "poll_interval_s",
-            "stall_after_s",
-            "max_line_bytes",
-            "max_lag_bytes",
-            "max_lag_seqs",
-            "frame_cache_bytes",
-            "max_clients",
-        ):
-            _require(name, getattr(self, name), positive=True)
-        _require("heartbeat_s", self.heartbeat_s, positive=False)  # 0 = no heartbeats
-        for name in ("retention_max_age_s", "retention_max_bytes"):
-            value = getattr(self, name)
-            if value is not None:
-                _require(name, value, positive=True)
-        parse_start(self.start)
-        parse_listen(self.listen)
-
-    def journal_url(self) -> str:
-        return self.journal or f"sqlite:{self.state_dir / 'journal.sqlite'}"
-
-    def keys_url(self) -> str:
-        return self.keys or f"sqlite:{self.state_dir / 'keys.sqlite'}"
-
-
-def _require(name: str, value: float, *, positive: bool) -> None:
-    # ``not value > 0`` also rejects NaN, which every comparison would let through.
-    # An infinite value is no limit at all and breaks arithmetic on times (inf seconds ago).
-    bad = (not value > 0 if positive else not value >= 0) or value == float("inf")
-    if bad:
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(
-            f"--{name.replace('_', '-')} must be a finite number {bound}, got {value!r}"
-        )
-
-
-S = TypeVar("S")
-
-
-def _field_types(cls: type[Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _convert(value: Any, tp: Any, origin: str) -> Any:
-    """Convert a TOML value or an environment string to the field's type."""
-    args = typing.get_args(tp)
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        non_none = [a for a in args if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"}):
-            return None
-        return _convert(value, non_none[0], origin)
-    try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
-                return True
-            if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError("expected true or false")
-        if tp is int:
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
-            return int(value)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError("expected a number")
-            return float(value)
-        if tp is Path:
-            return Path(value)
-        if tp is str:
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{origin}: {exc} (got {value!r})") from None
-    raise ConfigError(f"{origin}: unsupported setting type {tp}")
-
-
-def load_settings(
-    cls: type[S],
-    *,
-    file_values: Mapping[str, Any] | None = None,
-    file_name: str = "config file",
-    env: Mapping[str, str] | None = None,
-    flags: Mapping[str, Any] | None = None,
-) -> S:
-    """Merge file < env < flags into ``cls``. Flags whose value is ``None`` are not given."""
-    types_by_name = _field_types(cls)
-    merged: dict[str, Any] = {}
-    for key, value in (file_values or {}).items():
-        name = key.replace("-", "_")
-        if name not in types_by_name:
-            raise ConfigError(f"{file_name}: unknown setting {key!r}")
-        merged[name] = _convert(value, types_by_name[name], f"{file_name}: {key}")
-    for var, value in (env or {}).items():
-        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
-            continue
-        if var.startswith(ENV_IGNORED_PREFIXES):
-            continue
-        name = var[len(ENV_PREFIX) :].lower()
-        if name not in types_by_name:
-            raise ConfigError(f"environment: unknown setting {var}")
-        merged[name] = _convert(value, types_by_name[name], f"environment: {var}")
-    for name, value in (flags or {}).items():
-        if value is None:
-            continue
-        if name not in types_by_name:
-            raise ConfigError(f"unknown flag --{name.replace('_', '-')}")
-        merged[name] = _convert(value, types_by_name[name], f"--{name.replace('_', '-')}")
-    return cls(**merged)
+# NaN fails every bound, so a bounded float rejects it; the upper bound rejects infinity, which
+# is no limit at all and breaks arithmetic on times (inf seconds ago).
+_FLOAT_MAX = sys.float_info.max
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=_FLOAT_MAX)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -208,3 +74,201 @@ def parse_start(start: str) -> str | int:
     if seq < 0:
         raise ConfigError(f"--start seq must be >= 0, got {seq}")
     return seq
+
+
+def _checked(parse: Callable[[str], object], expected: str) -> dict[str, Any]:
+    """Field metadata: a parser run after the type check, and what it accepts, in words."""
+    return {"check": parse, "expected": expected}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything ``disksync serve`` needs; defaults are the embedded ones."""
+
+    data_dir: Path | None = None
+    state_dir: Path = Path("disksync-state")
+    journal: str | None = None  # sqlite:PATH (default: STATE_DIR/journal.sqlite) or nats://…
+    keys: str | None = None  # sqlite:PATH (default: STATE_DIR/keys.sqlite)
+    listen: str = field(
+        default="127.0.0.1:8765",
+        metadata=_checked(parse_listen, "HOST:PORT or [IPV6]:PORT, port 0-65535"),
+    )
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_plaintext: bool = False
+    start: str = field(
+        default="latest", metadata=_checked(parse_start, "earliest, latest or a seq >= 0")
+    )
+    region: str = "local"
+    # source
+    poll_interval_s: PositiveFloat = 0.25
+    max_line_bytes: PositiveInt = 256 * MiB
+    stall_after_s: PositiveFloat = 10.0
+    # journal
+    retention_max_age_s: PositiveFloat | None = None
+    retention_max_bytes: PositiveInt | None = None
+    # feed
+    heartbeat_s: NonNegativeFloat = 5.0  # 0 = no heartbeats
+    max_lag_bytes: PositiveInt = 32 * MiB
+    max_lag_seqs: PositiveInt = 1000
+    frame_cache_bytes: PositiveInt = 8 * MiB
+    max_clients: PositiveInt = 1000
+    metrics: bool = True
+    # glibc malloc thresholds that keep frame memory for reuse (cli/allocator.py)
+    tune_allocator: bool = True
+    # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
+    # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
+    rate_limits: str | None = None
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the process spin, hang or never serve, at build time."""
+        check_fields(self)
+
+    def journal_url(self) -> str:
+        return self.journal or f"sqlite:{self.state_dir / 'journal.sqlite'}"
+
+    def keys_url(self) -> str:
+        return self.keys or f"sqlite:{self.state_dir / 'keys.sqlite'}"
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    tp: Any
+    metadata: Mapping[str, Any]
+
+
+def _fields(cls: type[Any]) -> dict[str, _Field]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: _Field(f.name, hints[f.name], f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _path_hook(tp: Any, value: Any) -> Any:
+    # msgspec has no path type; a path is a non-empty string (or already a path, from code).
+    if tp is Path:
+        if isinstance(value, PurePath):
+            return Path(value)
+        if isinstance(value, str) and value:
+            return Path(value)
+        raise ValueError("not a path")
+    raise NotImplementedError(tp)
+
+
+def _optional_inner(tp: Any) -> Any | None:
+    """``X`` for ``X | None``, else ``None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        non_none = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(non_none) == 1:
+            return non_none[0]
+    return None
+
+
+def describe(tp: Any, *, text: bool = False) -> str:
+    """What a field of type ``tp`` accepts, in the user's words (for error messages).
+
+    ``text``: the value was a string, which may be empty to mean none; a file leaves it out.
+    """
+    inner = _optional_inner(tp)
+    if inner is not None:
+        return f"{describe(inner)}, or empty for none" if text else describe(inner)
+    bounds = ""
+    if typing.get_origin(tp) is Annotated:
+        tp, *metas = typing.get_args(tp)
+        for meta in metas:
+            if isinstance(meta, msgspec.Meta):
+                if meta.gt is not None:
+                    bounds = f" > {meta.gt:g}"
+                elif meta.ge is not None:
+                    bounds = f" >= {meta.ge:g}"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return f"a whole number{bounds}"
+    if tp is float:
+        return f"a finite number{bounds}" if bounds else "a number"
+    if tp is Path:
+        return "a path (a string)"
+    if tp is str:
+        return "a string"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return str(tp)  # pragma: no cover - every settings type is listed above
+
+
+def convert_value(f: _Field, value: Any, *, key: str, origin: str | None, text: bool) -> Any:
+    """One setting's value in its field's type, or a ``ConfigError`` naming key and origin.
+
+    ``text``: the value is a string from the environment or the command line, so ``"5"`` may
+    be a number; TOML values must already have the right type.
+    """
+    where = f" (from {origin})" if origin else ""
+    optional = _optional_inner(f.tp) is not None
+    if text and optional and isinstance(value, str) and value.strip().lower() in {"", "none"}:
+        value = None
+    try:
+        converted = msgspec.convert(value, f.tp, strict=not text, dec_hook=_path_hook)
+    except msgspec.ValidationError:
+        expected = describe(f.tp, text=text)
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}{where}") from None
+    check = f.metadata.get("check")
+    if check is not None and converted is not None:
+        try:
+            check(converted)
+        except ConfigError:
+            expected = f.metadata["expected"]
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}{where}") from None
+    return converted
+
+
+def check_fields(settings: object) -> None:
+    """Check every field of a settings object built in code against its type and bounds."""
+    for f in _fields(type(settings)).values():
+        convert_value(f, getattr(settings, f.name), key=f.name, origin=None, text=False)
+
+
+def _unknown(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def load_settings(
+    cls: type[S],
+    *,
+    file_values: Mapping[str, Any] | None = None,
+    file_name: str = "config file",
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> S:
+    """Merge file < env < flags into ``cls``. Flags whose value is ``None`` are not given."""
+    fields = _fields(cls)
+    merged: dict[str, Any] = {}
+    for key, value in (file_values or {}).items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise ConfigError(f"{file_name}: {_unknown(key, fields)}")
+        merged[name] = convert_value(fields[name], value, key=key, origin=file_name, text=False)
+    for var, value in (env or {}).items():
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
+            continue
+        if var.startswith(ENV_IGNORED_PREFIXES):
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            known_vars = (ENV_PREFIX + n.upper() for n in fields)
+            raise ConfigError(f"environment: {_unknown(var, known_vars)}")
+        merged[name] = convert_value(
+            fields[name], value, key=var, origin="the environment", text=True
+        )
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if name not in fields:
+            raise ConfigError(f"unknown flag {flag}")
+        merged[name] = convert_value(
+            fields[name], value, key=flag, origin="the command line", text=True
+        )
+    return cls(**merged)

@@ -1,9 +1,15 @@
-"""Helpers shared by the command modules: config loading from file + env + flags."""
+"""Helpers shared by the command modules: config loading from file + env + flags.
+
+Rules kept here: only ``cli/`` reads files and the environment; a settings file is either flat
+(all settings at the top level) or made of known tables with nothing outside them, so nothing
+in it is ever ignored.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -20,8 +26,19 @@ class UsageExit(Exception):
     """Bad command line; exit code 2."""
 
 
-def read_config_file(path: Path | None, section: str) -> dict[str, Any]:
-    """The ``[section]`` table of a TOML file (or its top level if it has no such table)."""
+# Every table a command reads from a settings file. A table not listed here is a typo (or a
+# command this version does not have), and an error: it must never be skipped silently.
+CONFIG_TABLES = frozenset({"serve"})
+
+
+def read_config_file(
+    path: Path | None, section: str, *, known_tables: frozenset[str] = CONFIG_TABLES
+) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML file, or its top level if the file has no tables.
+
+    A file with tables holds nothing outside them (a stray ``lisen = …`` above ``[serve]``
+    would otherwise be ignored), and a table no command reads (``[sever]``) is an error.
+    """
     if path is None:
         return {}
     try:
@@ -31,7 +48,21 @@ def read_config_file(path: Path | None, section: str) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    table = data.get(section, data)
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in known_tables:
+            close = difflib.get_close_matches(key, sorted(known_tables), n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            known = ", ".join(f"[{t}]" for t in sorted(known_tables))
+            raise ConfigError(f"{path}: unknown table [{key}]{hint}; known tables: {known}")
+    if not data.keys() & known_tables:
+        return data  # no tables: the whole file is this command's settings
+    for key in data:
+        if key not in known_tables:
+            raise ConfigError(
+                f"{path}: setting {key!r} is outside every table; with tables in the file, "
+                f"settings go under one (here [{section}])"
+            )
+    table = data.get(section, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{section}] must be a table")
     return table

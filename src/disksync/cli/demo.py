@@ -6,7 +6,10 @@ reads the feed and a live view shows what flows (rate, head seq, lag, latency). 
 key are printed so a second terminal can ``disksync tail`` the same feed.
 
 Rules kept here:
-* Everything the demo creates lives in one temporary directory, removed on exit.
+* Everything the demo creates lives in one temporary directory (under ``--tmp-dir``, default
+  the system's), removed on exit: after Ctrl-C (SIGINT), SIGTERM, and SIGHUP (its terminal
+  closed), each a clean stop with exit 0. After a hang-up nothing more is written to the
+  terminal, which is gone (a write would fail with EIO).
 * The view is measured by a real client over a real socket, not read from server internals:
   what it shows is what a user would see.
 * Without a terminal (a pipe, CI) the live view becomes one plain status line every few seconds.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import signal
@@ -57,6 +61,7 @@ from disksync.source.layout import REPLICA_DIR
 VIEW_REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
 WINDOW = 512  # commands kept for rates and percentiles
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def register(subparsers: Any) -> None:
@@ -71,6 +76,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate", type=float, default=14.0, help="simulated lines per second")
     parser.add_argument("--mean-bytes", type=int, default=190_000, help="mean line size")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed")
+    parser.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="make the demo's temporary state dir in DIR (default: $TMPDIR or /tmp); "
+        "it is removed on exit",
+    )
     parser.set_defaults(run=run)
 
 
@@ -85,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--duration must be > 0")
     if args.rate <= 0 or args.mean_bytes <= 0:
         raise ConfigError("--rate and --mean-bytes must be > 0")
-    state_dir = Path(tempfile.mkdtemp(prefix="disksync-demo-"))
+    if args.tmp_dir is not None and not args.tmp_dir.is_dir():
+        raise ConfigError(f"--tmp-dir must be an existing directory, got {str(args.tmp_dir)!r}")
+    state_dir = Path(tempfile.mkdtemp(prefix="disksync-demo-", dir=args.tmp_dir))
     try:
         runner = event_loop_runner()
         with runner:
@@ -233,11 +247,13 @@ def _logs_through_live() -> Iterator[None]:
 
 
 def _banner(console: Console, state_dir: Path, url: str, api_key: str) -> None:
-    console.print(f"[bold]disksync demo[/] — state in {state_dir} (removed on exit)")
-    console.print(f"  feed:  {url}")
-    console.print(f"  key:   {api_key}")
-    console.print(f"  try:   disksync tail {url} --api-key {api_key} --count 5 | jq .seq")
-    console.print("  Ctrl-C stops.\n")
+    # soft_wrap: a path, URL or key broken across lines could not be copied
+    say = functools.partial(console.print, soft_wrap=True)
+    say(f"[bold]disksync demo[/] — state in {state_dir} (removed on exit)")
+    say(f"  feed:  {url}")
+    say(f"  key:   {api_key}")
+    say(f"  try:   disksync tail {url} --api-key {api_key} --count 5 | jq .seq")
+    say("  Ctrl-C stops.\n")
 
 
 async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
@@ -267,8 +283,14 @@ async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
     stop = asyncio.Event()
     listening = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def hang_up() -> None:
+        console.quiet = True  # the terminal is gone; the live view and banner write nothing
+        stop.set()
+
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hang_up)
     window = _Window()
     simulating = False
     try:
@@ -304,7 +326,7 @@ async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
             ) from None
         raise failure from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (*_STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if simulating:
             await simulator.astop()
