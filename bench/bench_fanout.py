@@ -85,8 +85,11 @@ class BenchClient(asyncio.Protocol):
         self.tail = b""
         self.parts: list[bytes] = []
         self.connected = asyncio.get_running_loop().create_future()
+        self.control = b""  # the payload of a control frame being read
+        self.send: Any = None  # writes bytes to the server (set by whoever connects)
 
     def connection_made(self, transport: Any) -> None:
+        self.send = transport.write
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -126,7 +129,9 @@ class BenchClient(asyncio.Protocol):
                     continue
             take = min(self.remaining, size - pos)
             chunk = view[pos : pos + take]
-            if self.zstd and self.opcode == 2:
+            if self.opcode >= 8:
+                self.control += bytes(chunk)
+            elif self.zstd and self.opcode == 2:
                 self.parts.append(bytes(chunk))
             else:
                 self.tail = (self.tail + bytes(chunk[-48:]))[-48:]
@@ -138,6 +143,13 @@ class BenchClient(asyncio.Protocol):
     read_ts_us = 0  # the kernel's receive timestamp of the current read (0: use the clock)
 
     def _message(self) -> None:
+        if self.opcode >= 8:
+            if self.opcode == 9 and self.send is not None:
+                # A pong, masked (all-zero mask): the server drops a client that never
+                # answers its pings (a soak outlives the ping timeout; short runs do not).
+                self.send(bytes([0x8A, 0x80 | len(self.control)]) + b"\0\0\0\0" + self.control)
+            self.control = b""
+            return
         now_us = self.read_ts_us or time.time_ns() // 1000
         if self.zstd and self.opcode == 2:
             # Every client gets the same frame: decompress each one once per process, so the
@@ -177,6 +189,7 @@ def connect_with_kernel_timestamps(client: BenchClient, port: int) -> None:
             raise RuntimeError("server closed during the upgrade")
         head += chunk
     sock.setblocking(False)
+    client.send = sock.send  # a pong is tiny: a non-blocking send takes it whole
     client.data_received(head)  # the upgrade response, and any frames right behind it
     ancillary_space = socket.CMSG_SPACE(16)
 
@@ -209,12 +222,21 @@ def upgrade_request(port: int, query: str, key: str) -> bytes:
 
 async def run_clients(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    tls_ctx = None
+    if args.ca:
+        import ssl
+
+        from fanout_default import connect_tls_with_kernel_timestamps
+
+        tls_ctx = ssl.create_default_context(cafile=args.ca)
     stats: dict[str, Any] = {"bytes": 0, "messages": 0, "latencies_us": []}
     zstd = "encoding=zstd" in args.query
     clients = []
     for _ in range(args.n):
         client = BenchClient(upgrade_request(args.port, args.query, args.key), stats, zstd, 1e18)
-        if args.app_timestamps:
+        if tls_ctx is not None:
+            connect_tls_with_kernel_timestamps(client, args.port, tls_ctx)
+        elif args.app_timestamps:
             await loop.create_connection(lambda c=client: c, "127.0.0.1", args.port)
         else:
             connect_with_kernel_timestamps(client, args.port)
@@ -307,8 +329,14 @@ async def run_ref_server(args: argparse.Namespace) -> None:
 
     loop = asyncio.get_running_loop()
     peers: dict[Any, None] = {}
+    tls = None
+    if args.tls_cert:
+        # The product's own TLS settings, so both servers encrypt alike.
+        from disksync.server.tls import server_ssl_context
+
+        tls = server_ssl_context(Path(args.tls_cert), Path(args.tls_key))
     server = await loop.create_server(
-        lambda: RefConnection(peers), "127.0.0.1", args.port, backlog=1024
+        lambda: RefConnection(peers), "127.0.0.1", args.port, backlog=1024, ssl=tls
     )
     print("ready", flush=True)
     pool = payloads(16)
@@ -654,6 +682,12 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace) -> None:
+    from fanout_default import default_phase
+
+    if not args.skip_default:
+        default_phase(args, MAINNET_RATE)
+    if args.only_default:
+        return
     duration = 3.0 if args.quick else args.latency_s
     rounds = 1 if args.quick else args.rounds
     method = (
@@ -799,6 +833,18 @@ def main() -> None:
         help=f"add a latency row for the reference with edge mode's appender beside it "
         f"({REF_BESIDE!r})",
     )
+    parser.add_argument(
+        "--skip-default", action="store_true", help="skip the default-configuration phase"
+    )
+    parser.add_argument(
+        "--only-default", action="store_true", help="run only the default-configuration phase"
+    )
+    parser.add_argument(
+        "--default-rounds", type=int, default=5, help="interleaved rounds per default row (≥ 5)"
+    )
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--ca")
     parser.add_argument("--dir")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
@@ -835,7 +881,13 @@ def main() -> None:
         return
     import uvloop
 
+    from fanout_default import run_floor, run_node
+
+    if args.role == "floor":
+        run_floor(args)
+        return
     role = {
+        "node": run_node,
         "clients": run_clients,
         "ref-server": run_ref_server,
         "ours-server": run_our_server,
