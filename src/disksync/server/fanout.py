@@ -38,8 +38,7 @@ import zstandard
 
 from disksync.entry import Entry
 from disksync.journal.base import Journal
-from disksync.protocol import OP_BINARY, replica_cmd_frame, ws_frame
-from disksync.server.handshake import Encoding
+from disksync.protocol import Encoding, replica_cmd_frame, zstd_frame
 from disksync.server.metrics import ServerMetrics
 
 FRAME_OVERHEAD = 160  # JSON field names and numbers around raw_hex, plus the frame header
@@ -94,7 +93,7 @@ class FrameItem:
         if encoding == "hex":
             return hex_frame
         if self.zstd is None:
-            self.zstd = build_zstd_frame(hex_frame, compressor)
+            self.zstd = zstd_frame(hex_frame, compressor)
             self.size += len(self.zstd)
         return self.zstd
 
@@ -117,17 +116,10 @@ def build_hex_frame(entry: Entry) -> bytes:
     return replica_cmd_frame(entry, time.time_ns() // 1000)
 
 
-def build_zstd_frame(hex_frame: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
-    # The JSON starts after the frame header, whose length the second byte tells.
-    length_byte = hex_frame[1] & 0x7F
-    json_start = 2 if length_byte < 126 else (4 if length_byte == 126 else 10)
-    return ws_frame(OP_BINARY, compressor.compress(memoryview(hex_frame)[json_start:]))
-
-
 def build_frame(entry: Entry, encoding: Encoding, compressor: zstandard.ZstdCompressor) -> bytes:
     """A one-off frame for a command read from the journal (outside the ring)."""
     hex_frame = build_hex_frame(entry)
-    return hex_frame if encoding == "hex" else build_zstd_frame(hex_frame, compressor)
+    return hex_frame if encoding == "hex" else zstd_frame(hex_frame, compressor)
 
 
 class Ring:

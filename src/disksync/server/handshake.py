@@ -18,16 +18,14 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import parse_qsl
+
+from disksync.protocol import ENCODINGS, Encoding
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_SEQ = (1 << 63) - 1
 MAX_HEARTBEAT_S = 3600.0
 MIN_HEARTBEAT_S = 0.1
-
-Encoding = Literal["hex", "zstd"]
-ENCODINGS: tuple[Encoding, ...] = ("hex", "zstd")
 
 FEED_PARAMS = frozenset({"from_seq", "encoding", "heartbeat", "api_key"})
 RANGE_PARAMS = frozenset({"from_seq", "to_seq", "limit", "api_key"})

@@ -32,12 +32,12 @@ from disksync.journal.base import Journal
 from disksync.protocol import (
     OP_TEXT,
     CloseCode,
+    Encoding,
     close_reason,
     encode_replay_complete,
     ws_frame,
 )
 from disksync.server.fanout import Fanout, build_frame
-from disksync.server.handshake import Encoding
 from disksync.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
