@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 import h11
 
-from disksync.protocol import OP_TEXT, CloseCode, encode_connected, encode_error_body, ws_frame
+from disksync.protocol import CloseCode, encode_error_body
 from disksync.server import http_api
 from disksync.server.handshake import (
     FEED_PARAMS,
@@ -286,24 +286,19 @@ class Connection(asyncio.Protocol):
             await self._reject(exc.rejection, close=True)
             return
         # From here to join: no await, so no publish can slip between position and join.
-        fanout = server.fanout
-        head = fanout.head_seq
-        next_seq = feed.from_seq if feed.from_seq is not None else fanout.next_seq()
         assert self.transport is not None
         heartbeat = feed.heartbeat_s if feed.heartbeat_s is not None else server.config.heartbeat_s
         session = FeedSession(
             transport=self.transport,
-            fanout=fanout,
+            fanout=server.fanout,
             journal=server.journal,
             metrics=server.metrics,
             encoding=feed.encoding,
-            key_id=key_id,
             timing=SessionTiming(
                 heartbeat_s=heartbeat,
                 ping_interval_s=server.config.ping_interval_s,
                 close_timeout_s=server.config.close_timeout_s,
             ),
-            on_done=server.session_done,
         )
         self._send(
             h11.InformationalResponse(
@@ -316,18 +311,9 @@ class Connection(asyncio.Protocol):
             )
         )
         leftover, _ = self.h11.trailing_data
-        connected = encode_connected(
-            time.time_ns() // 1_000_000, first_seq=bounds_first, head_seq=head, next_seq=next_seq
-        )
-        self.transport.write(ws_frame(OP_TEXT, connected))
         self.session = session
+        session.accept(key_id=key_id, first_seq=bounds_first, from_seq=feed.from_seq)
         server.session_started(session)
-        if feed.from_seq is None:
-            fanout.join_live(session)
-        else:
-            session.next_seq = feed.from_seq
-            session.replaying = True
-            fanout.add_behind(session)
         if not server.keys.feed_allowed(key_id):
             # Revoked between authenticate() and registration: the key watcher handled that
             # change before this session existed, so this check is the one that catches it.
@@ -336,7 +322,10 @@ class Connection(asyncio.Protocol):
         if leftover:
             session.receive(leftover)
         self.transport.resume_reading()
-        await session.run()
+        try:
+            await session.run()
+        finally:
+            server.session_done(session)
 
 
 def _reason(status: int) -> bytes:

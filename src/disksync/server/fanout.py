@@ -51,20 +51,20 @@ def wire_size(payload_len: int) -> int:
 
 
 class Subscriber(Protocol):
-    """What the fan-out needs from a connection (``session.FeedSession``)."""
+    """What the fan-out needs from a connection (``session.FeedSession``). The fan-out reads
+    these and offers events; it never writes a connection's state (the machine owns it)."""
 
     encoding: Encoding
-    next_seq: int | None
-    was_live: bool
-    over_since: float | None  # monotonic time it first exceeded a lag limit, else None
+
+    @property
+    def lag_position(self) -> int | None:
+        """``next_seq`` of a connection that was live and fell behind; else ``None``."""
 
     def write_function(self) -> Callable[[bytes], None]: ...
 
     def buffered(self) -> int: ...
 
-    def fell_behind(self) -> None: ...
-
-    def too_slow(self) -> None: ...
+    def judged(self, now: float, over: bool, grace_s: float) -> None: ...
 
     def write_failed(self) -> None: ...
 
@@ -304,27 +304,16 @@ class Fanout:
 
     # ---- membership ----------------------------------------------------------------------
 
-    def join_live(self, subscriber: Subscriber) -> bool:
-        """Join if ``subscriber`` has been sent everything up to the head (call with no await
-        between the check that made the caller think so and this call)."""
-        next_seq = subscriber.next_seq
-        head = self.head_seq
-        if next_seq is not None and head is not None and next_seq <= head:
-            return False
+    def set_live(self, subscriber: Subscriber) -> None:
+        """Into the live set. The machine decided it has been sent everything up to the head,
+        and the caller did not await since that check."""
         self.behind.pop(subscriber, None)
         self.live[subscriber.encoding][subscriber] = subscriber.write_function()
-        subscriber.next_seq = None  # implicit: head_seq + 1 while live
-        subscriber.was_live = True
-        return True
 
-    def leave_live(self, subscriber: Subscriber) -> None:
-        """Flow control paused it: from now on it keeps its own position."""
-        if self.live[subscriber.encoding].pop(subscriber, None) is not None:
-            subscriber.next_seq = self.next_seq()
-            self.behind[subscriber] = None
-            subscriber.fell_behind()
-
-    def add_behind(self, subscriber: Subscriber) -> None:
+    def set_behind(self, subscriber: Subscriber) -> None:
+        """Out of the live set (flow control paused it, or it replays): it keeps its own
+        position from now on."""
+        self.live[subscriber.encoding].pop(subscriber, None)
         self.behind[subscriber] = None
 
     def remove(self, subscriber: Subscriber) -> None:
@@ -333,12 +322,6 @@ class Fanout:
 
     def is_live(self, subscriber: Subscriber) -> bool:
         return subscriber in self.live[subscriber.encoding]
-
-    def position(self, subscriber: Subscriber) -> int | None:
-        """The first seq this subscriber has not been handed."""
-        if self.is_live(subscriber):
-            return self.next_seq()
-        return subscriber.next_seq
 
     def next_seq(self) -> int | None:
         return None if self.head_seq is None else self.head_seq + 1
@@ -356,24 +339,20 @@ class Fanout:
     # ---- slow consumers ------------------------------------------------------------------
 
     def judge_behind(self) -> None:
-        """Close (1013) every subscriber that has been past a lag limit for ``grace_s``."""
+        """Offer every behind subscriber the judgement "past a lag limit or not"; its machine
+        closes it (1013) once it has stayed past one for ``grace_s``."""
         head = self.head_seq
         if head is None or not self.behind:
             return
         now = time.monotonic()
         grace = self.limits.grace_s
         for subscriber in tuple(self.behind):
-            if not self._over_limit(subscriber, head):
-                subscriber.over_since = None
-            elif subscriber.over_since is None:
-                subscriber.over_since = now
-            elif now - subscriber.over_since >= grace:
-                subscriber.too_slow()
+            next_seq = subscriber.lag_position
+            # A from_seq replay (no lag position) is judged by its socket, not by its lag.
+            over = next_seq is not None and self._over_limit(subscriber, next_seq, head)
+            subscriber.judged(now, over, grace)
 
-    def _over_limit(self, subscriber: Subscriber, head: int) -> bool:
-        next_seq = subscriber.next_seq
-        if not subscriber.was_live or next_seq is None:
-            return False  # a from_seq replay is judged by its socket, not by its lag
+    def _over_limit(self, subscriber: Subscriber, next_seq: int, head: int) -> bool:
         limits = self.limits
         lag = head - next_seq + 1
         if lag > limits.max_lag_seqs:
@@ -387,7 +366,7 @@ class Fanout:
 
     # ---- catch-up source -----------------------------------------------------------------
 
-    def ring_frames(self, next_seq: int, encoding: Encoding, budget: int) -> list[FrameItem] | None:
+    def ring_frames(self, next_seq: int, budget: int) -> list[FrameItem] | None:
         """Ring items from ``next_seq`` within ``budget`` bytes (at least one item); ``None``
         when ``next_seq`` is older than the frame cache."""
         index = self.ring.cached_index_of(next_seq)
