@@ -173,10 +173,15 @@ def is_upgrade(headers: Headers) -> bool:
     return "websocket" in header_tokens(headers, b"upgrade")
 
 
-def parse_feed_request(method: bytes, target: Target, headers: Headers) -> FeedRequest:
+def parse_feed_request(
+    method: bytes, target: Target, headers: Headers, *, http_version: bytes = b"1.1"
+) -> FeedRequest:
     """Validate an upgrade request per RFC 6455 §4.2.1 and SPEC §3.1 parameters."""
     if method != b"GET":
         raise Rejected(Rejection(405, "method_not_allowed", "the feed upgrade must be a GET"))
+    if http_version < b"1.1":
+        # RFC 6455 §4.2.1: the opening handshake is an HTTP/1.1 (or higher) GET.
+        raise bad_request("bad_upgrade", "the WebSocket upgrade needs HTTP/1.1")
     if "upgrade" not in header_tokens(headers, b"connection"):
         raise bad_request("bad_upgrade", "Connection header must include 'upgrade'")
     version = header(headers, b"sec-websocket-version")

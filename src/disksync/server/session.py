@@ -93,7 +93,8 @@ class FeedSession:
         transport = self.transport
         for action in actions:
             if isinstance(action, Send):
-                transport.write(action.data)
+                if not transport.is_closing():
+                    transport.write(action.data)
             elif isinstance(action, SendBatch):
                 # writelines hands uvloop every buffer at once (one writev, no join copy).
                 transport.writelines(action.frames)
