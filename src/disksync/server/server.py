@@ -12,7 +12,8 @@ Rules kept here:
   the fan-out follows the journal (they wait in the backlog until then).
 * Shutdown (``stop()``): stop accepting, close every feed session 1000 ``{"next_seq":N}``, close
   idle HTTP connections, wait up to ``close_timeout_s`` for the closing handshakes, then drop.
-* Configuration comes in as a ``ServerConfig``; this module reads no environment or files.
+* Configuration comes in as a ``ServerConfig``, built by the CLI from its settings
+  (``cli/serve.py``); nothing in ``server/`` imports the CLI's settings, the environment or files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from disksync.config import MiB, ServeSettings, parse_listen
 from disksync.entry import SourceStatus
 from disksync.errors import DisksyncError
 from disksync.journal.base import Journal
@@ -45,6 +45,7 @@ from disksync.server.upgrade import AdmissionContext
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+MiB = 1 << 20
 
 
 class ListenError(DisksyncError):
@@ -83,25 +84,6 @@ class ServerConfig:
     slow_grace_s: float = 2.0
     max_from_seq_ahead: int = 100_000
     key_watch_interval_s: float = 0.2
-
-    @classmethod
-    def from_settings(
-        cls, settings: ServeSettings, ssl_context: ssl.SSLContext | None
-    ) -> ServerConfig:
-        host, port = parse_listen(settings.listen)
-        return cls(
-            host=host,
-            port=port,
-            ssl_context=ssl_context,
-            region=settings.region,
-            heartbeat_s=settings.heartbeat_s,
-            stall_after_s=settings.stall_after_s,
-            max_lag_bytes=settings.max_lag_bytes,
-            max_lag_seqs=settings.max_lag_seqs,
-            frame_cache_bytes=settings.frame_cache_bytes,
-            max_clients=settings.max_clients,
-            metrics_enabled=settings.metrics,
-        )
 
     def public_url(self, port: int | None = None) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
