@@ -15,7 +15,6 @@ from disksync.protocol import (
     replica_cmd_frame,
     ws_frame,
 )
-from disksync.server.fanout import Ring, build_frame, wire_size
 from disksync.server.handshake import (
     FEED_PARAMS,
     Rejected,
@@ -24,6 +23,7 @@ from disksync.server.handshake import (
     parse_target,
     websocket_accept,
 )
+from disksync.server.ring import Ring, build_frame, wire_size
 
 
 def entry(seq: int, size: int = 100) -> Entry:

@@ -35,9 +35,10 @@ from disksync.keys import SqliteKeyStore
 from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
 from disksync.ratelimit import RateLimiter
 from disksync.server.app import Connection, ConnectionContext, HttpLimits
-from disksync.server.fanout import Fanout, LagLimits, Ring
+from disksync.server.fanout import Fanout, LagLimits
 from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
+from disksync.server.ring import Ring
 from disksync.server.session import FeedSession, SessionTiming
 from disksync.server.sessions import Sessions
 from disksync.server.upgrade import AdmissionContext

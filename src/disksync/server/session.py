@@ -28,7 +28,7 @@ from disksync.entry import Entry
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
 from disksync.protocol import CloseCode, Encoding
-from disksync.server.fanout import Fanout, build_frame
+from disksync.server.fanout import Fanout
 from disksync.server.feedstate import (
     CATCHING_UP,
     Abort,
@@ -42,6 +42,7 @@ from disksync.server.feedstate import (
     Timing,
 )
 from disksync.server.metrics import ServerMetrics
+from disksync.server.ring import build_frame
 
 log = logging.getLogger(__name__)
 
