@@ -49,6 +49,8 @@ from typing import Any
 import psutil
 import zstandard
 
+from disksync.protocol import parse_frame_header
+
 ROOT = Path(__file__).resolve().parent.parent
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TS_KEY = b'"publish_ts_us":'
@@ -111,16 +113,11 @@ class BenchClient(asyncio.Protocol):
         pos, size = 0, len(data)
         while pos < size:
             if self.remaining == 0:
-                if size - pos < 2:
+                header = parse_frame_header(data, pos)
+                if header is None:
                     self.header = bytes(view[pos:])
                     return
-                short = data[pos + 1] & 0x7F
-                need = 2 + (2 if short == 126 else 8 if short == 127 else 0)
-                if size - pos < need:
-                    self.header = bytes(view[pos:])
-                    return
-                length = short if short < 126 else int.from_bytes(data[pos + 2 : pos + need])
-                self.opcode = data[pos] & 0x0F
+                self.opcode, need, length = header
                 pos += need
                 self.remaining = length
                 self.tail = b""

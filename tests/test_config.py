@@ -145,11 +145,11 @@ def test_values_that_mean_no_limit_or_no_progress_are_refused(var: str, value: s
 
 
 def test_frame_cache_bytes_reaches_the_server_and_must_be_positive() -> None:
-    from disksync.server.server import ServerConfig
+    from disksync.cli.serve import server_config_from
 
     settings = load_settings(ServeSettings, file_values={"frame_cache_bytes": 1234})
-    assert ServerConfig.from_settings(settings, None).frame_cache_bytes == 1234
-    assert ServerConfig.from_settings(load_settings(ServeSettings), None).frame_cache_bytes == (
+    assert server_config_from(settings, None).frame_cache_bytes == 1234
+    assert server_config_from(load_settings(ServeSettings), None).frame_cache_bytes == (
         8 * 1024 * 1024
     )
     with pytest.raises(ConfigError, match="frame_cache_bytes: expected a whole number > 0, got 0"):

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import scaled
-from disksync.entry import Entry
+from disksync.entry import Entry, SourceStatus
 from disksync.journal import Retention, open_journal
 from disksync.journal.base import Journal
 from disksync.keys import SqliteKeyStore, Tier, open_keystore
@@ -86,6 +86,7 @@ async def running_server(
     preload: Iterable[Entry] = (),
     retention: Retention | None = None,
     rate_limiter: RateLimiter | None = None,
+    source_status: Callable[[], SourceStatus] | None = None,
     **config: Any,
 ) -> AsyncIterator[Harness]:
     journal = open_journal(f"sqlite:{tmp_path / 'journal.sqlite'}", retention=retention)
@@ -101,6 +102,7 @@ async def running_server(
         keys=keys,
         registry=CollectorRegistry(),
         rate_limiter=rate_limiter,
+        source_status=source_status,
     )
     task = asyncio.create_task(server.run())
     try:

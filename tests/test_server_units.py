@@ -8,8 +8,13 @@ import pytest
 import zstandard
 
 from disksync.entry import Entry
-from disksync.protocol import OP_TEXT, encode_replica_cmd, replica_cmd_frame, ws_frame
-from disksync.server.fanout import Ring, build_frame, wire_size
+from disksync.protocol import (
+    OP_TEXT,
+    encode_replica_cmd,
+    frame_payload,
+    replica_cmd_frame,
+    ws_frame,
+)
 from disksync.server.handshake import (
     FEED_PARAMS,
     Rejected,
@@ -18,6 +23,7 @@ from disksync.server.handshake import (
     parse_target,
     websocket_accept,
 )
+from disksync.server.ring import Ring, build_frame, wire_size
 
 
 def entry(seq: int, size: int = 100) -> Entry:
@@ -25,8 +31,7 @@ def entry(seq: int, size: int = 100) -> Entry:
 
 
 def payload_of(frame: bytes) -> bytes:
-    short = frame[1] & 0x7F
-    return frame[2 if short < 126 else 4 if short == 126 else 10 :]
+    return bytes(frame_payload(frame))
 
 
 def test_ring_bounds_by_count_and_bytes_keeping_the_newest() -> None:

@@ -7,7 +7,14 @@ Rules kept here:
 * Close reasons are compact JSON and never exceed 123 bytes (RFC 6455 §5.5).
 * The client's ``SeqCursor`` is the one place that decides new / duplicate / gap.
 * WebSocket framing for server→client data frames lives here too (unmasked, RFC 6455 §5.2),
-  so a frame is built once and the same bytes object is written to every connection.
+  so a frame is built once and the same bytes object is written to every connection. The
+  ``zstd`` frame is the hex frame's JSON compressed once; nothing else re-parses a frame header.
+* One ``Encoding`` for both sides, and one message parser for both sides: the client, the tests
+  and the benchmarks read server frames with the functions below, never with their own.
+* Known message types are validated strictly (a bad ``replica_cmd`` is a ``ProtocolError``);
+  an unknown ``type`` parses to ``UnknownMessage``, so a newer server can add messages.
+* What a client may send is bounded: ``InboundFrameGuard`` reads the length every client frame
+  header declares and reports one above ``MAX_CLIENT_FRAME`` before its payload is read (1009).
 """
 
 from __future__ import annotations
@@ -16,22 +23,29 @@ import binascii
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 import orjson
+import zstandard
 
 from disksync.entry import Entry
 from disksync.errors import ProtocolError
 
 FEED_NAME = "disk-sync"
 
+Encoding = Literal["hex", "zstd"]
+ENCODINGS: tuple[Encoding, ...] = ("hex", "zstd")
+
 # ---- close codes (SPEC §3.3) -------------------------------------------------------------
 
 
 class CloseCode(enum.IntEnum):
     NORMAL = 1000  # shutdown or deploy
+    PROTOCOL_ERROR = 1002  # the client broke RFC 6455 framing
+    INVALID_DATA = 1007  # e.g. a close reason that is not UTF-8
     POLICY = 1008  # key revoked / tier downgraded
+    TOO_BIG = 1009  # a client frame larger than MAX_CLIENT_FRAME
     INTERNAL = 1011  # unexpected error on this connection
     TRY_AGAIN = 1013  # overloaded or slow consumer
 
@@ -146,6 +160,96 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
     return ws_frame_header(opcode, len(payload)) + payload
 
 
+def frame_header_length(second_byte: int) -> int:
+    """Length of an unmasked frame's header, from its second byte (the 7-bit length)."""
+    short = second_byte & 0x7F
+    return 2 if short < 126 else (4 if short == 126 else 10)
+
+
+def parse_frame_header(data: bytes | memoryview, pos: int = 0) -> tuple[int, int, int] | None:
+    """``(opcode, header_length, payload_length)`` of the server frame at ``pos``, or ``None``
+    while ``data`` does not hold the whole header yet (a reader keeps the tail for later)."""
+    if len(data) - pos < 2:
+        return None
+    need = frame_header_length(data[pos + 1])
+    if len(data) - pos < need:
+        return None
+    short = data[pos + 1] & 0x7F
+    length = short if short < 126 else int.from_bytes(data[pos + 2 : pos + need])
+    return data[pos] & 0x0F, need, length
+
+
+def frame_payload(frame: bytes) -> memoryview:
+    """The payload of one complete unmasked frame (no copy)."""
+    return memoryview(frame)[frame_header_length(frame[1]) :]
+
+
+def zstd_frame(hex_frame: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
+    """The ``zstd`` encoding of a ``replica_cmd``: the hex frame's JSON compressed, binary."""
+    return ws_frame(OP_BINARY, compressor.compress(frame_payload(hex_frame)))
+
+
+def decompress(dctx: zstandard.ZstdDecompressor, data: bytes) -> bytes:
+    """One zstd message (with or without its content size); ``ProtocolError`` if not zstd."""
+    try:
+        out: bytes = dctx.decompress(data)
+        return out
+    except zstandard.ZstdError:
+        pass
+    try:
+        # A frame written without its content size: decompress it as a stream.
+        streamed: bytes = dctx.decompressobj().decompress(data)
+        return streamed
+    except zstandard.ZstdError as exc:
+        raise ProtocolError(f"bad zstd frame: {exc}") from None
+
+
+# ---- server side: what a client may send --------------------------------------------------
+
+MAX_CLIENT_FRAME = 16 << 10  # a feed client sends only pings, pongs and a close
+
+
+class InboundFrameGuard:
+    """Follows the frame boundaries of the client's byte stream (headers only, no payload
+    copy) and reports a frame that declares more than ``limit`` payload bytes, so it is
+    refused at its header instead of read for as long as the client sends."""
+
+    __slots__ = ("_head", "_remaining", "limit")
+
+    def __init__(self, limit: int = MAX_CLIENT_FRAME) -> None:
+        self.limit = limit
+        self._remaining = 0  # payload bytes of the current frame not seen yet
+        self._head = b""  # a header split across reads
+
+    def feed(self, data: bytes) -> int | None:
+        """Scan ``data``; the declared length of the first oversized frame, else ``None``."""
+        pos, size = 0, len(data)
+        if self._head:
+            data, self._head = self._head + data, b""
+            size = len(data)
+        while pos < size:
+            if self._remaining:
+                take = min(self._remaining, size - pos)
+                self._remaining -= take
+                pos += take
+                continue
+            if size - pos < 2:
+                self._head = data[pos:]
+                return None
+            short = data[pos + 1] & 0x7F
+            masked = 4 if data[pos + 1] & 0x80 else 0
+            need = (2 if short < 126 else (4 if short == 126 else 10)) + masked
+            if size - pos < need:
+                self._head = data[pos:]
+                return None
+            length = short if short < 126 else int.from_bytes(data[pos + 2 : pos + need - masked])
+            if length > self.limit:
+                return length
+            self._remaining = length
+            pos += need
+        return None
+
+
 # ---- client side: parsing server messages -------------------------------------------------
 
 
@@ -176,18 +280,77 @@ class Heartbeat(msgspec.Struct, tag_field="type", tag="heartbeat"):
     source_age_ms: int | None = None
 
 
+class UnknownMessage(msgspec.Struct):
+    """A message type this version does not know (ignored by readers)."""
+
+    type: str = ""
+
+
 ServerMessage = Connected | ReplicaCmd | ReplayComplete | Heartbeat
 
+KNOWN_TYPES = frozenset({"connected", "replica_cmd", "replay_complete", "heartbeat"})
 _message_decoder = msgspec.json.Decoder(ServerMessage)
+_type_decoder = msgspec.json.Decoder(UnknownMessage)
 
 
-def parse_server_message(data: bytes | str) -> ServerMessage:
-    """Parse one server JSON message; unknown types and bad JSON raise ProtocolError."""
+def parse_server_message(data: bytes | str) -> ServerMessage | UnknownMessage:
+    """Parse one server JSON message. Bad JSON or a bad known message raise ProtocolError."""
     try:
         message: ServerMessage = _message_decoder.decode(data)
         return message
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"bad server message: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        error: Exception = exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"bad server message: {exc}") from None
+    try:
+        probe = _type_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise ProtocolError(f"bad server message: {error}") from None
+    if probe.type in KNOWN_TYPES:
+        raise ProtocolError(f"bad {probe.type} message: {error}") from None
+    return probe
+
+
+class ReplicaCmdSpan(msgspec.Struct):
+    """A ``replica_cmd`` read in place: its fields, and where ``raw_hex`` sits in the message."""
+
+    seq: int
+    ts_ms: int
+    ingest_ts_us: int
+    publish_ts_us: int
+    hex_start: int = 0
+    hex_end: int = 0
+
+
+_tail_decoder = msgspec.json.Decoder(ReplicaCmdSpan)
+_SEQ_PREFIX: Final = b'{"type":"replica_cmd","seq":'
+_HEX_KEY: Final = b',"raw_hex":"'
+_MAX_SEQ_DIGITS: Final = 20
+
+
+def parse_replica_cmd_in_place(message: bytes) -> ReplicaCmdSpan | None:
+    """The server's fixed field order (SPEC §3.2), parsed without scanning the hex twice:
+    a general JSON parser spends ~0.15 ms on a 380 KB frame, this spends a ``memchr``.
+    Anything unexpected returns ``None`` and ``parse_server_message`` decides."""
+    if not message.startswith(_SEQ_PREFIX):
+        return None
+    seq_start = len(_SEQ_PREFIX)
+    seq_end = message.find(_HEX_KEY, seq_start, seq_start + _MAX_SEQ_DIGITS + 1)
+    if seq_end < 0:
+        return None
+    digits = message[seq_start:seq_end]
+    if not digits.isdigit():
+        return None
+    hex_start = seq_end + len(_HEX_KEY)
+    hex_end = message.find(b'"', hex_start)
+    if hex_end < 0 or message[hex_end - 1 : hex_end] == b"\\":
+        return None
+    try:
+        span = _tail_decoder.decode(b'{"seq":' + digits + b"," + message[hex_end + 2 :])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    span.hex_start, span.hex_end = hex_start, hex_end
+    return span
 
 
 # ---- client side: the seq cursor ---------------------------------------------------------

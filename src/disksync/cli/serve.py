@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from disksync.cli.allocator import keep_frame_memory
 from disksync.cli.common import event_loop_runner, settings_from
-from disksync.config import ServeSettings, parse_start
+from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
 from disksync.errors import ConfigError, SourceError
 from disksync.ingest import Ingest, IngestStats, first_failure
@@ -151,6 +152,24 @@ class _Shutdown(Exception):
     """Raised inside the task group to cancel every task on a stop request."""
 
 
+def server_config_from(settings: ServeSettings, ssl_context: ssl.SSLContext | None) -> ServerConfig:
+    """The feed server's configuration from the CLI's settings (the server never sees those)."""
+    host, port = parse_listen(settings.listen)
+    return ServerConfig(
+        host=host,
+        port=port,
+        ssl_context=ssl_context,
+        region=settings.region,
+        heartbeat_s=settings.heartbeat_s,
+        stall_after_s=settings.stall_after_s,
+        max_lag_bytes=settings.max_lag_bytes,
+        max_lag_seqs=settings.max_lag_seqs,
+        frame_cache_bytes=settings.frame_cache_bytes,
+        max_clients=settings.max_clients,
+        metrics_enabled=settings.metrics,
+    )
+
+
 def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> TailerConfig:
     return TailerConfig(
         poll_interval_s=settings.poll_interval_s,
@@ -174,7 +193,7 @@ async def run_serve(
     registry = registry if registry is not None else CollectorRegistry()
     rate_limiter = RateLimiter(parse_tier_limits(settings.rate_limits or ""))
     ssl_context = ssl_context_from(settings.tls_cert, settings.tls_key)
-    server_config = ServerConfig.from_settings(settings, ssl_context)
+    server_config = server_config_from(settings, ssl_context)
     check_plaintext(
         server_config.host, tls=ssl_context is not None, allow_plaintext=settings.allow_plaintext
     )

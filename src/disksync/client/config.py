@@ -18,8 +18,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from disksync.errors import ConfigError
+from disksync.protocol import Encoding
 
-Encoding = Literal["hex", "zstd"]
 OnDataGone = Literal["raise", "skip"]
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import h11
 
-from disksync.protocol import OP_TEXT, CloseCode, encode_connected, encode_error_body, ws_frame
+from disksync.protocol import CloseCode, encode_error_body
 from disksync.server import http_api
+from disksync.server.fanout import Fanout
 from disksync.server.handshake import (
     FEED_PARAMS,
     Rejected,
@@ -33,11 +35,11 @@ from disksync.server.handshake import (
     parse_feed_request,
     parse_target,
 )
+from disksync.server.http_api import ApiContext
+from disksync.server.metrics import ServerMetrics
 from disksync.server.session import FeedSession, SessionTiming
-from disksync.server.upgrade import admit, check_capacity
-
-if TYPE_CHECKING:
-    from disksync.server.server import FeedServer
+from disksync.server.sessions import Sessions
+from disksync.server.upgrade import AdmissionContext, admit, check_capacity
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,44 @@ class _Closed(Exception):
     """The peer went away or timed out while we waited for a request."""
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int
+    high_water: int  # per-connection socket buffer before flow control pauses it
+    handshake_timeout_s: float
+    keepalive_timeout_s: float
+
+
+class ConnectionRegistry(Protocol):
+    """The listener's bookkeeping of open connections (the half-open bound lives there)."""
+
+    def adopt(self, conn: Connection) -> None: ...
+
+    def request_started(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionContext:
+    """What one connection needs: its limits and the narrow contexts of the parts it uses."""
+
+    limits: HttpLimits
+    registry: ConnectionRegistry
+    sessions: Sessions[FeedSession]
+    metrics: ServerMetrics
+    api: ApiContext
+    admission: AdmissionContext
+    fanout: Fanout
+    feed_timing: SessionTiming  # heartbeat_s: the default when the client does not ask
+
+
 class Connection(asyncio.Protocol):
-    def __init__(self, server: FeedServer) -> None:
-        self.server = server
-        self.config = server.config
+    def __init__(self, ctx: ConnectionContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.limits
         self.transport: asyncio.Transport | None = None
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.config.max_header_bytes
-        )
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=ctx.limits.max_header_bytes)
         self.session: FeedSession | None = None
         self.busy = False
         self._data = asyncio.Event()
@@ -71,7 +103,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.config.high_water)
         transport.pause_reading()
-        self.server.adopt(self)
+        self.ctx.registry.adopt(self)
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
@@ -119,7 +151,7 @@ class Connection(asyncio.Protocol):
         finally:
             if self.transport is not None and self.session is None:
                 self.transport.abort() if self._lost else self.transport.close()
-            self.server.forget(self)
+            self.ctx.registry.forget(self)
 
     async def _serve(self) -> None:
         timeout = self.config.handshake_timeout_s
@@ -129,7 +161,7 @@ class Connection(asyncio.Protocol):
                 return
             if not isinstance(event, h11.Request):
                 raise _Closed
-            self.server.request_started(self)
+            self.ctx.registry.request_started(self)
             self.busy = True
             started = time.perf_counter()
             await self._read_body()
@@ -138,7 +170,7 @@ class Connection(asyncio.Protocol):
                 return
             keep = await self._respond_http(event)
             self.busy = False
-            if not keep or self.server.stopping:
+            if not keep or self.ctx.sessions.stopping:
                 return
             if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
                 return
@@ -206,7 +238,13 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     async def _reject(self, rejection: Rejection, *, close: bool) -> None:
-        self.server.metrics.rejections.labels(str(rejection.status)).inc()
+        response = self._rejection_bytes(rejection, close=close)
+        if response and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(response)
+
+    def _rejection_bytes(self, rejection: Rejection, *, close: bool) -> bytes:
+        """The HTTP response of a refusal, rendered by h11 (JSON body)."""
+        self.ctx.metrics.rejections.labels(str(rejection.status)).inc()
         body = encode_error_body(rejection.code, rejection.message, **rejection.extra)
         headers = [
             ("Content-Type", "application/json"),
@@ -215,23 +253,25 @@ class Connection(asyncio.Protocol):
         ]
         if close:
             headers.append(("Connection", "close"))
+        status = rejection.status
         try:
-            self._send(
-                h11.Response(
-                    status_code=rejection.status, headers=headers, reason=_reason(rejection.status)
-                )
-            )
-            self._send(h11.Data(data=body))
-            self._send(h11.EndOfMessage())
+            parts = [
+                self.h11.send(
+                    h11.Response(status_code=status, headers=headers, reason=_reason(status))
+                ),
+                self.h11.send(h11.Data(data=body)),
+                self.h11.send(h11.EndOfMessage()),
+            ]
         except h11.LocalProtocolError:
-            pass  # h11 already refuses to send (the peer's request was unparseable mid-way)
+            return b""  # h11 already refuses to send (the peer's request was unparseable mid-way)
+        return b"".join(p for p in parts if p)
 
     async def _respond_http(self, request: h11.Request) -> bool:
         response = await http_api.handle(
-            self.server, request.method, request.target, request.headers
+            self.ctx.api, request.method, request.target, request.headers
         )
         if response.status >= 400:
-            self.server.metrics.rejections.labels(str(response.status)).inc()
+            self.ctx.metrics.rejections.labels(str(response.status)).inc()
         headers = [("Content-Type", response.content_type), *response.headers]
         head_only = request.method == b"HEAD"
         if isinstance(response.body, bytes):
@@ -275,36 +315,35 @@ class Connection(asyncio.Protocol):
     # ---- the WebSocket upgrade -------------------------------------------------------------
 
     async def _upgrade(self, request: h11.Request, started: float) -> None:
-        server = self.server
+        ctx = self.ctx
         try:
             target = parse_target(request.target, FEED_PARAMS)
-            feed = parse_feed_request(request.method, target, request.headers)
-            record, bounds_first = await admit(server, feed)
-            check_capacity(server, record.id, record.max_connections)
-            key_id = record.id
+            feed = parse_feed_request(
+                request.method, target, request.headers, http_version=request.http_version
+            )
         except Rejected as exc:
             await self._reject(exc.rejection, close=True)
             return
-        # From here to join: no await, so no publish can slip between position and join.
-        fanout = server.fanout
-        head = fanout.head_seq
-        next_seq = feed.from_seq if feed.from_seq is not None else fanout.next_seq()
         assert self.transport is not None
-        heartbeat = feed.heartbeat_s if feed.heartbeat_s is not None else server.config.heartbeat_s
+        timing = ctx.feed_timing
+        if feed.heartbeat_s is not None:
+            timing = SessionTiming(feed.heartbeat_s, timing.ping_interval_s, timing.close_timeout_s)
         session = FeedSession(
             transport=self.transport,
-            fanout=fanout,
-            journal=server.journal,
-            metrics=server.metrics,
+            fanout=ctx.fanout,
+            journal=ctx.admission.journal,
+            metrics=ctx.metrics,
             encoding=feed.encoding,
-            key_id=key_id,
-            timing=SessionTiming(
-                heartbeat_s=heartbeat,
-                ping_interval_s=server.config.ping_interval_s,
-                close_timeout_s=server.config.close_timeout_s,
-            ),
-            on_done=server.session_done,
+            timing=timing,
         )
+        try:
+            record, bounds_first = await admit(ctx.admission, feed)
+            check_capacity(ctx.admission, record.id, record.max_connections)
+            key_id = record.id
+        except Rejected as exc:
+            session.reject(self._rejection_bytes(exc.rejection, close=True))
+            return
+        # From here to join: no await, so no publish can slip between position and join.
         self._send(
             h11.InformationalResponse(
                 status_code=101,
@@ -316,27 +355,21 @@ class Connection(asyncio.Protocol):
             )
         )
         leftover, _ = self.h11.trailing_data
-        connected = encode_connected(
-            time.time_ns() // 1_000_000, first_seq=bounds_first, head_seq=head, next_seq=next_seq
-        )
-        self.transport.write(ws_frame(OP_TEXT, connected))
         self.session = session
-        server.session_started(session)
-        if feed.from_seq is None:
-            fanout.join_live(session)
-        else:
-            session.next_seq = feed.from_seq
-            session.replaying = True
-            fanout.add_behind(session)
-        if not server.keys.feed_allowed(key_id):
+        session.accept(key_id=key_id, first_seq=bounds_first, from_seq=feed.from_seq)
+        ctx.sessions.started(session)
+        if not ctx.admission.keys.feed_allowed(key_id):
             # Revoked between authenticate() and registration: the key watcher handled that
             # change before this session existed, so this check is the one that catches it.
             session.close(CloseCode.POLICY, why="revoked")
-        server.metrics.handshake_seconds.observe(time.perf_counter() - started)
+        ctx.metrics.handshake_seconds.observe(time.perf_counter() - started)
         if leftover:
             session.receive(leftover)
         self.transport.resume_reading()
-        await session.run()
+        try:
+            await session.run()
+        finally:
+            ctx.sessions.done(session)
 
 
 def _reason(status: int) -> bytes:

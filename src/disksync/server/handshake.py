@@ -18,16 +18,14 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import parse_qsl
+
+from disksync.protocol import ENCODINGS, Encoding
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_SEQ = (1 << 63) - 1
 MAX_HEARTBEAT_S = 3600.0
 MIN_HEARTBEAT_S = 0.1
-
-Encoding = Literal["hex", "zstd"]
-ENCODINGS: tuple[Encoding, ...] = ("hex", "zstd")
 
 FEED_PARAMS = frozenset({"from_seq", "encoding", "heartbeat", "api_key"})
 RANGE_PARAMS = frozenset({"from_seq", "to_seq", "limit", "api_key"})
@@ -175,10 +173,15 @@ def is_upgrade(headers: Headers) -> bool:
     return "websocket" in header_tokens(headers, b"upgrade")
 
 
-def parse_feed_request(method: bytes, target: Target, headers: Headers) -> FeedRequest:
+def parse_feed_request(
+    method: bytes, target: Target, headers: Headers, *, http_version: bytes = b"1.1"
+) -> FeedRequest:
     """Validate an upgrade request per RFC 6455 §4.2.1 and SPEC §3.1 parameters."""
     if method != b"GET":
         raise Rejected(Rejection(405, "method_not_allowed", "the feed upgrade must be a GET"))
+    if http_version < b"1.1":
+        # RFC 6455 §4.2.1: the opening handshake is an HTTP/1.1 (or higher) GET.
+        raise bad_request("bad_upgrade", "the WebSocket upgrade needs HTTP/1.1")
     if "upgrade" not in header_tokens(headers, b"connection"):
         raise bad_request("bad_upgrade", "Connection header must include 'upgrade'")
     version = header(headers, b"sec-websocket-version")

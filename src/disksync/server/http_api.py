@@ -19,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import RetentionError
+from disksync.journal.base import Journal
+from disksync.keys import SqliteKeyStore
 from disksync.protocol import encode_error_body, encode_replica_cmd
+from disksync.ratelimit import RateLimiter
 from disksync.server.handshake import (
-    KEY_ONLY_PARAMS,
-    RANGE_PARAMS,
     Headers,
     Rejected,
     Rejection,
@@ -40,10 +41,9 @@ from disksync.server.handshake import (
     parse_seq,
     parse_target,
 )
-from disksync.server.openapi import openapi_document
-
-if TYPE_CHECKING:
-    from disksync.server.server import FeedServer
+from disksync.server.metrics import ServerMetrics
+from disksync.server.routes import SEQ_SCHEMA, Param, Route, match, openapi_document
+from disksync.server.sessions import Sessions
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -52,6 +52,11 @@ MAX_LIMIT = 10_000
 STREAM_BATCH = 64
 STREAM_BATCH_BYTES = 4 << 20  # payload bytes per journal read of a backfill (hex doubles them)
 ENCODE_INLINE_BYTES = 256 << 10  # larger batches are encoded off the event loop
+
+# The tiers an operator issues to itself: they see server file paths in /v1/status.
+OPERATOR_TIERS = frozenset({"enterprise"})
+
+Query = dict[str, str]
 
 log = logging.getLogger(__name__)
 
@@ -76,48 +81,50 @@ def json_response(value: object, status: int = 200) -> Response:
     return Response(status, orjson.dumps(value))
 
 
-async def handle(server: FeedServer, method: bytes, target: bytes, headers: Headers) -> Response:
-    """Route one non-upgrade request. Rejections become JSON errors."""
-    path = target.split(b"?", 1)[0]
-    route = _route_name(path)
-    server.metrics.http_requests.labels(route).inc()
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What the HTTP API reads: the journal, the keys, the limiter and a few server values."""
+
+    journal: Journal
+    keys: SqliteKeyStore
+    rate_limiter: RateLimiter
+    metrics: ServerMetrics
+    registry: CollectorRegistry
+    sessions: Sessions[Any]
+    metrics_enabled: bool
+    region: str
+    source: Callable[[], SourceStatus]  # the ingest's view, or the edge-mode freshness
+    public_url: Callable[[], str]
+
+
+async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers) -> Response:
+    """Route one non-upgrade request through ``ROUTES``. Rejections become JSON errors."""
+    path = target.split(b"?", 1)[0].decode("ascii", "replace")
+    found = match(ROUTES, path)
+    route_name = found[0].path if found is not None else "other"
+    ctx.metrics.http_requests.labels(route_name).inc()
     if method not in (b"GET", b"HEAD"):
         return error_response(
             Rejection(
                 405, "method_not_allowed", "only GET is supported", headers=(("Allow", "GET"),)
             )
         )
+    if found is None:
+        return error_response(Rejection(404, "not_found", "no such route"))
+    route, path_param = found
+    limit_headers: list[tuple[str, str]] = []
     try:
-        if path == b"/healthz":
-            parse_target(target, frozenset())
-            return _healthz(server)
-        if path == b"/metrics":
-            parse_target(target, frozenset())
-            return _metrics(server)
-        if path == b"/openapi.json":
-            parse_target(target, frozenset())
-            return json_response(openapi_document(server.config.public_url(server.port)))
-        if path == b"/v1/status":
-            query = parse_target(target, KEY_ONLY_PARAMS).query
-            limit_headers = await _authorize(server, headers, query)
-            response = await _status(server)
-        elif path == b"/v1/replica_cmds":
-            query = parse_target(target, RANGE_PARAMS).query
-            limit_headers = await _authorize(server, headers, query)
-            response = await _range(server, query)
-        elif path.startswith(b"/v1/replica_cmds/"):
-            query = parse_target(target, KEY_ONLY_PARAMS).query
-            limit_headers = await _authorize(server, headers, query)
-            seq_text = path[len(b"/v1/replica_cmds/") :].decode("ascii", "replace")
-            response = await _one(server, parse_seq("seq", seq_text))
-        else:
-            return error_response(Rejection(404, "not_found", "no such route"))
+        query = parse_target(target, route.query_names).query
+        tier = None
+        if route.auth:
+            tier, limit_headers = await _authorize(ctx, headers, query)
+        response = await route.handler(ctx, query, path_param, tier)
     except Rejected as exc:
-        return error_response(exc.rejection)
+        response = error_response(exc.rejection)
     except Exception:
         # One request's failure (a damaged journal page, a bug) must still get an answer in
         # the shape of every other error, and must not touch any other connection.
-        log.exception("HTTP request failed", extra={"route": route})
+        log.exception("HTTP request failed", extra={"route": route_name})
         return error_response(
             Rejection(500, "internal_error", "the server could not complete this request")
         )
@@ -125,25 +132,17 @@ async def handle(server: FeedServer, method: bytes, target: bytes, headers: Head
     return response
 
 
-def _route_name(path: bytes) -> str:
-    if path.startswith(b"/v1/replica_cmds/"):
-        return "/v1/replica_cmds/{seq}"
-    if path in (b"/healthz", b"/metrics", b"/openapi.json", b"/v1/status", b"/v1/replica_cmds"):
-        return path.decode()
-    return "other"
-
-
 async def _authorize(
-    server: FeedServer, headers: Headers, query: dict[str, str]
-) -> list[tuple[str, str]]:
-    if not server.ready:
+    ctx: ApiContext, headers: Headers, query: dict[str, str]
+) -> tuple[str, list[tuple[str, str]]]:
+    """The key's tier and the rate limiter's headers, or a ``Rejected``."""
+    if not ctx.sessions.ready:
         raise Rejected(Rejection(503, "not_ready", "the server is starting or stopping"))
-    result = await server.keys.authenticate(api_key_from(headers, query), feed=False)
+    result = await ctx.keys.authenticate(api_key_from(headers, query), feed=False)
     if not result.ok or result.record is None:
         raise Rejected(Rejection(result.status, str(result.code), result.message))
-    decision = server.rate_limiter.allow(
-        result.record.id, str(result.record.tier), time.monotonic()
-    )
+    tier = str(result.record.tier)
+    decision = ctx.rate_limiter.allow(result.record.id, tier, time.monotonic())
     if not decision.allowed:
         raise Rejected(
             Rejection(
@@ -153,53 +152,48 @@ async def _authorize(
                 headers=tuple(decision.headers()),
             )
         )
-    return decision.headers()
+    return tier, decision.headers()
 
 
-def _healthz(server: FeedServer) -> Response:
-    if server.ready:
+async def _healthz(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    if ctx.sessions.ready:
         return json_response({"status": "ok"})
     return json_response({"status": "unavailable"}, 503)
 
 
-def _metrics(server: FeedServer) -> Response:
-    if not server.config.metrics_enabled:
+async def _metrics(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    if not ctx.metrics_enabled:
         return error_response(Rejection(404, "not_found", "metrics are turned off"))
-    return Response(200, generate_latest(server.registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(200, generate_latest(ctx.registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def source_view(server: FeedServer) -> SourceStatus:
-    """The ingest's view when in-process; in edge mode, freshness of the newest command."""
-    if server.source_status is not None:
-        return server.source_status()
-    last = server.fanout.last_ingest_ts_us
-    if last is None:
-        return SourceStatus(state="absent", age_ms=None, file=None)
-    age_ms = max(0, time.time_ns() // 1_000_000 - last // 1000)
-    stalled = age_ms > server.config.stall_after_s * 1000
-    return SourceStatus(state="stalled" if stalled else "live", age_ms=age_ms, file=None)
+async def _openapi(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    return json_response(openapi_document(ROUTES, ctx.public_url(), SCHEMAS))
 
 
-async def _status(server: FeedServer) -> Response:
-    bounds = await server.journal.bounds()
-    source = source_view(server)
+async def _status(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    bounds = await ctx.journal.bounds()
+    source = ctx.source()
+    # Server file paths are for operators only: keys of the operator tier (docs/SERVER.md).
+    file = source.file if tier in OPERATOR_TIERS else None
     return json_response(
         {
             "first_seq": bounds.first_seq,
             "head_seq": bounds.last_seq,
-            "source": {"state": source.state, "age_ms": source.age_ms, "file": source.file},
-            "clients": server.session_count(),
-            "region": server.config.region,
+            "source": {"state": source.state, "age_ms": source.age_ms, "file": file},
+            "clients": ctx.sessions.count(),
+            "region": ctx.region,
         }
     )
 
 
-async def _one(server: FeedServer, seq: int) -> Response:
-    bounds = await server.journal.bounds()
+async def _one(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    seq = parse_seq("seq", param or "")
+    bounds = await ctx.journal.bounds()
     if bounds.first_seq is not None and seq < bounds.first_seq:
         return _gone(RetentionError(seq, bounds.first_seq))
     try:
-        entries = await server.journal.read(seq, 1)
+        entries = await ctx.journal.read(seq, 1)
     except RetentionError as exc:
         return _gone(exc)
     if not entries or entries[0].seq != seq:
@@ -218,13 +212,13 @@ def _gone(exc: RetentionError) -> Response:
     )
 
 
-async def _range(server: FeedServer, query: dict[str, str]) -> Response:
+async def _range(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
     rq = parse_range_query(query, default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT)
-    bounds = await server.journal.bounds()
+    bounds = await ctx.journal.bounds()
     if bounds.first_seq is not None and rq.from_seq < bounds.first_seq:
         return _gone(RetentionError(rq.from_seq, bounds.first_seq))
     try:
-        first = await _read_batch(server, rq.from_seq, rq.limit)
+        first = await _read_batch(ctx, rq.from_seq, rq.limit)
     except RetentionError as exc:
         return _gone(exc)
 
@@ -246,15 +240,15 @@ async def _range(server: FeedServer, query: dict[str, str]) -> Response:
             if left <= 0 or (rq.to_seq is not None and next_start > rq.to_seq):
                 return
             # A short batch is not the end (the byte budget may have cut it): read until empty.
-            batch = await _read_batch(server, next_start, left)
+            batch = await _read_batch(ctx, next_start, left)
 
     return Response(200, lines(), content_type=NDJSON)
 
 
-async def _read_batch(server: FeedServer, start: int, left: int) -> list[Entry]:
+async def _read_batch(ctx: ApiContext, start: int, left: int) -> list[Entry]:
     if left <= 0:
         return []
-    return await server.journal.read(start, min(STREAM_BATCH, left), max_bytes=STREAM_BATCH_BYTES)
+    return await ctx.journal.read(start, min(STREAM_BATCH, left), max_bytes=STREAM_BATCH_BYTES)
 
 
 async def _encode_lines(entries: list[Entry]) -> bytes:
@@ -270,3 +264,125 @@ def _encode_lines_now(entries: list[Entry]) -> bytes:
         out.append(encode_replica_cmd(entry, now_us))
         out.append(b"\n")
     return b"".join(out)
+
+
+# ---- the route table: the router, the auth check and /openapi.json -----------------------
+
+_REPLICA_CMD: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "seq", "raw_hex", "ts_ms", "ingest_ts_us", "publish_ts_us"],
+    "properties": {
+        "type": {"const": "replica_cmd"},
+        "seq": {**SEQ_SCHEMA, "description": "block height"},
+        "raw_hex": {
+            "type": "string",
+            "pattern": "^([0-9a-f]{2})*$",
+            "description": "lowercase hex of the node's line without its newline",
+        },
+        "ts_ms": {"type": "integer", "description": "block time, ms since the Unix epoch"},
+        "ingest_ts_us": {"type": "integer", "description": "when the source read the line"},
+        "publish_ts_us": {"type": "integer", "description": "when the server encoded it"},
+    },
+}
+SCHEMAS: dict[str, Any] = {
+    "ReplicaCmd": _REPLICA_CMD,
+    "Status": {
+        "type": "object",
+        "required": ["first_seq", "head_seq", "source", "clients", "region"],
+        "properties": {
+            "first_seq": {"type": ["integer", "null"]},
+            "head_seq": {"type": ["integer", "null"]},
+            "source": {
+                "type": "object",
+                "properties": {
+                    "state": {"enum": ["live", "stalled", "starting", "absent"]},
+                    "age_ms": {"type": ["integer", "null"]},
+                    "file": {
+                        "type": ["string", "null"],
+                        "description": "the node file being read; null except for operator "
+                        f"keys (tier {', '.join(sorted(OPERATOR_TIERS))})",
+                    },
+                },
+            },
+            "clients": {"type": "integer"},
+            "region": {"type": "string"},
+        },
+    },
+}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+ROUTES: tuple[Route[ApiContext, Response], ...] = (
+    Route(
+        "/v1/replica_cmds",
+        "listReplicaCmds",
+        "Backfill: replica commands from from_seq, ascending, as NDJSON",
+        _range,
+        auth=True,
+        params=(
+            Param("from_seq", SEQ_SCHEMA, required=True),
+            Param(
+                "to_seq",
+                SEQ_SCHEMA,
+                description="inclusive upper bound; must be >= from_seq (else 400)",
+            ),
+            Param(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            ),
+        ),
+        ok={
+            "description": "one replica_cmd object per line",
+            "content": {"application/x-ndjson": {"schema": _REPLICA_CMD}},
+        },
+        errors={"410": "from_seq below retention (body adds first_seq)"},
+    ),
+    Route(
+        "/v1/replica_cmds/{seq}",
+        "getReplicaCmd",
+        "One replica command",
+        _one,
+        auth=True,
+        params=(Param("seq", SEQ_SCHEMA, where="path"),),
+        ok=_json("the command", "ReplicaCmd"),
+        errors={"404": "not written (yet)", "410": "below retention"},
+    ),
+    Route(
+        "/v1/status",
+        "getStatus",
+        "Journal bounds, source freshness, clients, region",
+        _status,
+        auth=True,
+        ok=_json("status", "Status"),
+    ),
+    Route(
+        "/healthz",
+        "health",
+        "200 when serving, 503 otherwise (no key)",
+        _healthz,
+        auth=False,
+        ok={"description": "serving"},
+        other={"503": {"description": "not serving"}},
+    ),
+    Route(
+        "/metrics",
+        "metrics",
+        "Prometheus text format (no key; 404 when turned off)",
+        _metrics,
+        auth=False,
+        ok={"description": "metrics", "content": {"text/plain": {}}},
+        errors={"404": "metrics turned off"},
+    ),
+    Route(
+        "/openapi.json",
+        "openapi",
+        "This document",
+        _openapi,
+        auth=False,
+        ok={"description": "OpenAPI 3.1 document"},
+    ),
+)

@@ -12,7 +12,8 @@ Rules kept here:
   the fan-out follows the journal (they wait in the backlog until then).
 * Shutdown (``stop()``): stop accepting, close every feed session 1000 ``{"next_seq":N}``, close
   idle HTTP connections, wait up to ``close_timeout_s`` for the closing handshakes, then drop.
-* Configuration comes in as a ``ServerConfig``; this module reads no environment or files.
+* Configuration comes in as a ``ServerConfig``, built by the CLI from its settings
+  (``cli/serve.py``); nothing in ``server/`` imports the CLI's settings, the environment or files.
 """
 
 from __future__ import annotations
@@ -27,22 +28,25 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from disksync.config import MiB, ServeSettings, parse_listen
 from disksync.entry import SourceStatus
 from disksync.errors import DisksyncError
 from disksync.journal.base import Journal
 from disksync.keys import SqliteKeyStore
 from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
 from disksync.ratelimit import RateLimiter
-from disksync.server.app import Connection
-from disksync.server.fanout import Fanout, LagLimits, Ring
-from disksync.server.http_api import source_view
+from disksync.server.app import Connection, ConnectionContext, HttpLimits
+from disksync.server.fanout import Fanout, LagLimits
+from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
-from disksync.server.session import FeedSession
+from disksync.server.ring import Ring
+from disksync.server.session import FeedSession, SessionTiming
+from disksync.server.sessions import Sessions
+from disksync.server.upgrade import AdmissionContext
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+MiB = 1 << 20
 
 
 class ListenError(DisksyncError):
@@ -82,25 +86,6 @@ class ServerConfig:
     max_from_seq_ahead: int = 100_000
     key_watch_interval_s: float = 0.2
 
-    @classmethod
-    def from_settings(
-        cls, settings: ServeSettings, ssl_context: ssl.SSLContext | None
-    ) -> ServerConfig:
-        host, port = parse_listen(settings.listen)
-        return cls(
-            host=host,
-            port=port,
-            ssl_context=ssl_context,
-            region=settings.region,
-            heartbeat_s=settings.heartbeat_s,
-            stall_after_s=settings.stall_after_s,
-            max_lag_bytes=settings.max_lag_bytes,
-            max_lag_seqs=settings.max_lag_seqs,
-            frame_cache_bytes=settings.frame_cache_bytes,
-            max_clients=settings.max_clients,
-            metrics_enabled=settings.metrics,
-        )
-
     def public_url(self, port: int | None = None) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -133,8 +118,7 @@ class FeedServer:
             config.max_lag_seqs, config.max_lag_bytes, config.high_water, config.slow_grace_s
         )
         self.fanout = Fanout(journal, ring, limits, self.metrics)
-        self.ready = False
-        self.stopping = False
+        self.sessions: Sessions[FeedSession] = Sessions(self.metrics.clients)
         self.port: int | None = None
         self.bound = asyncio.Event()
         self._stop = asyncio.Event()
@@ -142,8 +126,48 @@ class FeedServer:
         self._listener: asyncio.Server | None = None
         self._connections: dict[Connection, None] = {}
         self._pending: dict[Connection, None] = {}
-        self._sessions: dict[FeedSession, None] = {}
-        self._per_key: dict[str, int] = {}
+        api = ApiContext(
+            journal=journal,
+            keys=keys,
+            rate_limiter=self.rate_limiter,
+            metrics=self.metrics,
+            registry=registry,
+            sessions=self.sessions,
+            metrics_enabled=config.metrics_enabled,
+            region=config.region,
+            source=self.source_view,
+            public_url=lambda: config.public_url(self.port),
+        )
+        admission = AdmissionContext(
+            keys=keys,
+            journal=journal,
+            sessions=self.sessions,
+            max_clients=config.max_clients,
+            max_from_seq_ahead=config.max_from_seq_ahead,
+        )
+        self._connection_context = ConnectionContext(
+            limits=HttpLimits(
+                max_header_bytes=config.max_header_bytes,
+                high_water=config.high_water,
+                handshake_timeout_s=config.handshake_timeout_s,
+                keepalive_timeout_s=config.keepalive_timeout_s,
+            ),
+            registry=self,
+            sessions=self.sessions,
+            metrics=self.metrics,
+            api=api,
+            admission=admission,
+            fanout=self.fanout,
+            feed_timing=SessionTiming(
+                heartbeat_s=config.heartbeat_s,
+                ping_interval_s=config.ping_interval_s,
+                close_timeout_s=config.close_timeout_s,
+            ),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.sessions.ready
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -161,7 +185,7 @@ class FeedServer:
         host, port = self.config.host, self.config.port
         try:
             self._listener = await loop.create_server(
-                lambda: Connection(self),
+                lambda: Connection(self._connection_context),
                 host,
                 port,
                 ssl=self.config.ssl_context,
@@ -202,7 +226,7 @@ class FeedServer:
                 started.cancel()
                 return  # the TaskGroup re-raises the follower's error
             await listener.start_serving()
-            self.ready = True
+            self.sessions.ready = True
             self.bound.set()
             url = self.config.public_url(self.port).replace("http", "ws", 1) + "/"
             log.info("feed server listening (HTTP API on the same port)", extra={"url": url})
@@ -218,10 +242,10 @@ class FeedServer:
                 task.cancel()
 
     async def _shutdown(self, listener: asyncio.Server) -> None:
-        self.ready = False
-        self.stopping = True
+        self.sessions.ready = False
+        self.sessions.stopping = True
         listener.close()
-        for session in tuple(self._sessions):
+        for session in self.sessions.all():
             session.close(CloseCode.NORMAL)
         for conn in tuple(self._connections):
             if conn.session is None and not conn.busy and conn.transport is not None:
@@ -237,7 +261,7 @@ class FeedServer:
     # ---- connection bookkeeping (called by app / session) ------------------------------------
 
     def adopt(self, conn: Connection) -> None:
-        if self.stopping or self._tg is None:
+        if self.sessions.stopping or self._tg is None:
             assert conn.transport is not None
             conn.transport.abort()
             return
@@ -258,25 +282,19 @@ class FeedServer:
         self._connections.pop(conn, None)
         self._pending.pop(conn, None)
 
-    def session_started(self, session: FeedSession) -> None:
-        self._sessions[session] = None
-        self._per_key[session.key_id] = self._per_key.get(session.key_id, 0) + 1
-        self.metrics.clients.set(len(self._sessions))
-
-    def session_done(self, session: FeedSession) -> None:
-        if self._sessions.pop(session, 0) is None:
-            left = self._per_key.get(session.key_id, 1) - 1
-            if left > 0:
-                self._per_key[session.key_id] = left
-            else:
-                self._per_key.pop(session.key_id, None)
-        self.metrics.clients.set(len(self._sessions))
-
-    def session_count(self) -> int:
-        return len(self._sessions)
-
     def key_sessions(self, key_id: str) -> int:
-        return self._per_key.get(key_id, 0)
+        return self.sessions.of_key(key_id)
+
+    def source_view(self) -> SourceStatus:
+        """The ingest's view when in-process; in edge mode, freshness of the newest command."""
+        if self.source_status is not None:
+            return self.source_status()
+        last = self.fanout.last_ingest_ts_us
+        if last is None:
+            return SourceStatus(state="absent", age_ms=None, file=None)
+        age_ms = max(0, time.time_ns() // 1_000_000 - last // 1000)
+        stalled = age_ms > self.config.stall_after_s * 1000
+        return SourceStatus(state="stalled" if stalled else "live", age_ms=age_ms, file=None)
 
     # ---- background tasks -----------------------------------------------------------------
 
@@ -286,11 +304,11 @@ class FeedServer:
             now = time.monotonic()
             self.fanout.judge_behind()
             heartbeat = _Once(self._heartbeat_frame)
-            for session in tuple(self._sessions):
+            for session in self.sessions.all():
                 session.tick(now, heartbeat.get)
 
     def _heartbeat_frame(self) -> bytes:
-        source = source_view(self)
+        source = self.source_view()
         return ws_frame(
             OP_TEXT,
             encode_heartbeat(
@@ -306,7 +324,7 @@ class FeedServer:
             closing = change.close_feed
             if not closing:
                 continue
-            for session in tuple(self._sessions):
+            for session in self.sessions.all():
                 if session.key_id in closing:
                     log.info("closing revoked key's connection", extra={"key_id": session.key_id})
                     session.close(CloseCode.POLICY, why="revoked")

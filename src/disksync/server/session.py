@@ -1,17 +1,17 @@
-"""One WebSocket feed connection after the 101: position, catch-up, inbound frames, closing.
+"""The asyncio shell of one feed connection: it moves bytes and timers for a ``FeedMachine``.
 
 Rules kept here:
+* Every decision is the machine's (``feedstate.py``): this module turns transport callbacks,
+  the catch-up coroutine's reads and the server's timers into machine events, and carries out
+  the actions that come back, in order (``_do``). It keeps no connection state of its own
+  beyond the asyncio events that wake its coroutine.
 * Strict order: a session is either live (in the fan-out's live set: the live loop writes to it)
-  or behind (its own coroutine writes from the ring or the journal). Only that coroutine moves a
-  behind session's ``next_seq``, and it joins the live set with no ``await`` between the check
-  "I have sent everything up to the head" and the join, so no command is missed or doubled.
-* ``next_seq`` in every close reason is the first seq not yet handed to the socket; the close
-  frame is written after everything handed before it, so the client reads all of them first.
-* Inbound frames go through wsproto's ``FrameProtocol`` (unmasking, control frames, the close
-  handshake). Pings are answered; client data messages are ignored.
+  or catching up (this coroutine writes from the ring or the journal). It joins the live set
+  with no ``await`` between the check "I have sent everything up to the head" and the join, so
+  no command is missed or doubled.
 * Catch-up memory is bounded by bytes, not only by count: one journal read holds at most
   ``JOURNAL_BUDGET_BYTES`` of payload (or the one command that alone is larger), and at most one
-  prepared batch waits for the socket.
+  prepared batch waits for the socket (the machine holds it).
 * After the close frame the session waits at most ``close_timeout_s`` for the client's close,
   then drops the TCP connection. An unexpected exception closes only this session, 1011.
 """
@@ -21,24 +21,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from disksync.entry import Entry
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
-from disksync.protocol import (
-    OP_TEXT,
-    CloseCode,
-    close_reason,
-    encode_replay_complete,
-    ws_frame,
+from disksync.protocol import CloseCode, Encoding
+from disksync.server.fanout import Fanout
+from disksync.server.feedstate import (
+    CATCHING_UP,
+    Abort,
+    Action,
+    Do,
+    FeedMachine,
+    Send,
+    SendBatch,
+    SendClose,
+    State,
+    Timing,
 )
-from disksync.server.fanout import Fanout, build_frame
-from disksync.server.handshake import Encoding
 from disksync.server.metrics import ServerMetrics
+from disksync.server.ring import build_frame
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +71,82 @@ class FeedSession:
         journal: Journal,
         metrics: ServerMetrics,
         encoding: Encoding,
-        key_id: str,
         timing: SessionTiming,
-        on_done: Callable[[FeedSession], None],
     ) -> None:
         self.transport = transport
         self.fanout = fanout
         self.journal = journal
         self.metrics = metrics
         self.encoding: Encoding = encoding
-        self.key_id = key_id
+        self.key_id = ""
         self.timing = timing
-        self.on_done = on_done
-        self.next_seq: int | None = None
-        self.was_live = False
-        self.over_since: float | None = None
-        self.replaying = False
-        self.paused = False
-        self.closing = False
-        self.peer_closed = False
-        self.frames = FrameProtocol(client=False, extensions=[])
-        # At most one prepared batch (frames, last seq) waits for the socket: bounded memory.
-        self._batch: tuple[list[bytes], int] | None = None
+        self.machine = FeedMachine(
+            encoding, Timing(timing.heartbeat_s, timing.ping_interval_s), time.monotonic()
+        )
         self._wake = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
         self._gone = asyncio.Event()
-        now = time.monotonic()
-        self.last_inbound = now
-        self.last_ping = now
-        self.next_heartbeat = now + timing.heartbeat_s if timing.heartbeat_s > 0 else None
+
+    # ---- carrying out the machine's actions ------------------------------------------------
+
+    def _do(self, actions: Iterable[Action]) -> None:
+        transport = self.transport
+        for action in actions:
+            if isinstance(action, Send):
+                if not transport.is_closing():
+                    transport.write(action.data)
+            elif isinstance(action, SendBatch):
+                # writelines hands uvloop every buffer at once (one writev, no join copy).
+                transport.writelines(action.frames)
+                self.metrics.frames_sent.inc(len(action.frames))
+                self.metrics.bytes_sent.inc(sum(len(f) for f in action.frames))
+            elif action is Do.JOIN_LIVE:
+                self.fanout.set_live(self)
+            elif action is Do.JOIN_BEHIND:
+                self.fanout.set_behind(self)
+            elif action is Do.LEAVE_FANOUT:
+                self.fanout.remove(self)
+            elif action is Do.WAKE:
+                self._wake.set()
+            elif action is Do.CLOSE_TCP:
+                transport.close()
+            elif isinstance(action, SendClose):
+                self._send_close(action)
+            elif isinstance(action, Abort):
+                if action.why == "unresponsive":
+                    log.info("dropping unresponsive connection", extra={"key_id": self.key_id})
+                transport.abort()
+        if not self.machine.open:
+            self._wake.set()
+            self._writable.set()
+
+    def _send_close(self, action: SendClose) -> None:
+        if action.why == "slow_consumer":
+            self.metrics.slow_consumer_closes.inc()
+            log.info(
+                "closing slow consumer",
+                extra={"key_id": self.key_id, "next_seq": action.next_seq},
+            )
+        self.metrics.closes.labels(str(action.code)).inc()
+        if not self.transport.is_closing():
+            self.transport.write(action.data)
+
+    # ---- the handshake (called by app.py) --------------------------------------------------
+
+    def accept(self, *, key_id: str, first_seq: int | None, from_seq: int | None) -> None:
+        self.key_id = key_id
+        self._do(
+            self.machine.accept(
+                now_ms=time.time_ns() // 1_000_000,
+                first_seq=first_seq,
+                head=self.fanout.head_seq,
+                from_seq=from_seq,
+            )
+        )
+
+    def reject(self, response: bytes) -> None:
+        self._do(self.machine.reject(response))
 
     # ---- fanout.Subscriber -----------------------------------------------------------------
 
@@ -106,105 +156,40 @@ class FeedSession:
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size()
 
-    def fell_behind(self) -> None:
-        """Paused while live: nothing to do until ``resume_writing`` (which rejoins directly
-        or wakes the coroutine to catch up), so the pause costs no task wake-up."""
+    @property
+    def lag_position(self) -> int | None:
+        return self.machine.lag_position
 
-    def too_slow(self) -> None:
-        self.metrics.slow_consumer_closes.inc()
-        log.info(
-            "closing slow consumer",
-            extra={"key_id": self.key_id, "next_seq": self.fanout.position(self)},
-        )
-        self.close(CloseCode.TRY_AGAIN, why="slow_consumer")
+    def judged(self, now: float, over: bool, grace_s: float) -> None:
+        self._do(self.machine.lag(now, over, grace_s))
 
     def write_failed(self) -> None:
         """The live loop's write to this transport raised: confine it to this connection."""
         self.metrics.connection_errors.inc()
         log.exception("feed connection write failed", extra={"key_id": self.key_id})
-        # The transport itself is broken: a close frame cannot be sent, drop the connection.
-        self.fanout.remove(self)
-        self.closing = True
-        self.transport.abort()
-        self._wake.set()
-        self._writable.set()
+        self._do(self.machine.write_failed())
 
     # ---- transport callbacks (forwarded by the connection) ---------------------------------
 
     def pause_writing(self) -> None:
-        self.paused = True
         self._writable.clear()
-        self.fanout.leave_live(self)
+        self._do(self.machine.pause(self.fanout.head_seq))
 
     def resume_writing(self) -> None:
-        self.paused = False
         self._writable.set()
-        # The common case under flow control: a live session paused by a big write has drained
-        # and missed nothing; rejoin here instead of waking its coroutine for it.
-        head = self.fanout.head_seq
-        if (
-            not self.closing
-            and self._batch is None
-            and head is not None
-            and self.next_seq == head + 1
-            and not self.fanout.is_live(self)
-        ):
-            self._join_live()
-        else:
-            self._wake.set()
+        self._do(self.machine.resume(self.fanout.head_seq))
 
     def connection_lost(self) -> None:
-        self.fanout.remove(self)
-        self.closing = True
+        self._do(self.machine.connection_lost())
         self._gone.set()
-        self._writable.set()
-        self._wake.set()
 
     def receive(self, data: bytes) -> None:
-        self.last_inbound = time.monotonic()
-        self.frames.receive_bytes(data)
-        try:
-            for frame in self.frames.received_frames():
-                if frame.opcode is Opcode.PING:
-                    if not self.closing:
-                        self.transport.write(self.frames.pong(bytes(frame.payload)))  # type: ignore[arg-type]
-                elif frame.opcode is Opcode.CLOSE:
-                    self._peer_close(frame.payload)
-                    return
-        except ParseFailed as exc:
-            self.close(int(exc.code), why="protocol_error")
-            self.transport.close()
+        self._do(self.machine.data(data, time.monotonic(), self.fanout.head_seq))
 
-    def _peer_close(self, payload: object) -> None:
-        self.peer_closed = True
-        if not self.closing:
-            code = payload[0] if isinstance(payload, tuple) else CloseReason.NORMAL_CLOSURE
-            if code in (CloseReason.NO_STATUS_RCVD, CloseReason.ABNORMAL_CLOSURE):
-                code = CloseReason.NORMAL_CLOSURE
-            self.fanout.remove(self)
-            self.closing = True
-            self.transport.write(self.frames.close(code))
-        # Both sides have sent a close: the server closes TCP first (RFC 6455 §7.1.1).
-        self.transport.close()
-        self._wake.set()
-        self._writable.set()
+    # ---- closing (called by the server: revocation, shutdown) ------------------------------
 
-    # ---- closing ----------------------------------------------------------------------------
-
-    def close(self, code: int, **fields: int | str) -> None:
-        """Send a close frame once; ``next_seq`` is added to the reason when known."""
-        if self.closing:
-            return
-        position = self.fanout.position(self)
-        self.fanout.remove(self)
-        self.closing = True
-        if position is not None and code != CloseCode.POLICY:
-            fields["next_seq"] = position
-        self.metrics.closes.labels(str(code)).inc()
-        if not self.transport.is_closing():
-            self.transport.write(self.frames.close(code, close_reason(**fields)))
-        self._wake.set()
-        self._writable.set()
+    def close(self, code: int, why: str | None = None) -> None:
+        self._do(self.machine.close(code, self.fanout.head_seq, why))
 
     # ---- the session's coroutine ------------------------------------------------------------
 
@@ -215,16 +200,16 @@ class FeedSession:
             self.metrics.connection_errors.inc()
             log.exception("feed connection failed", extra={"key_id": self.key_id})
             self.close(CloseCode.INTERNAL)
-        try:
-            await asyncio.wait_for(self._gone.wait(), self.timing.close_timeout_s)
-        except TimeoutError:
-            self.transport.abort()
-        finally:
-            self.on_done(self)
+        if self.machine.state is not State.CLOSED:
+            try:
+                await asyncio.wait_for(self._gone.wait(), self.timing.close_timeout_s)
+            except TimeoutError:
+                self._do(self.machine.close_timeout())
 
     async def _feed(self) -> None:
-        while not self.closing:
-            if self.fanout.is_live(self):
+        machine = self.machine
+        while machine.open:
+            if machine.state is State.LIVE:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -234,35 +219,34 @@ class FeedSession:
         """One step behind: prepare the next batch (even while the socket drains the last
         one, so reading and encoding overlap with sending), write it when writable, or join
         the live set once everything up to the head has been handed over."""
-        if self._batch is None:
+        machine = self.machine
+        if machine.prepared_batch is None:
             fanout = self.fanout
-            next_seq = self.next_seq
+            next_seq = machine.next_seq
             head = fanout.head_seq
             assert next_seq is not None
             if head is None or next_seq > head:
-                if self.paused:
+                if machine.paused:
                     await self._writable.wait()
                 elif head is not None and next_seq == head + 1:
-                    self._join_live()
+                    self._do(machine.caught_up(head))
                 else:
                     await fanout.wait_new_head(timeout=1.0)
                 return
-            items = fanout.ring_frames(next_seq, self.encoding, CATCHUP_BUDGET_BYTES)
+            items = fanout.ring_frames(next_seq, CATCHUP_BUDGET_BYTES)
             if items is not None:
-                self._batch = (fanout.frames_for(items, self.encoding), items[-1].seq)
+                frames = fanout.frames_for(items, self.encoding)
                 self.metrics.catchup_from_cache.inc(len(items))
+                self._do(machine.prepared(frames, items[-1].seq))
             else:
-                self._batch = await self._from_journal(next_seq)
+                await self._from_journal(next_seq)
             return
-        if self.paused:
+        if machine.paused:
             await self._writable.wait()
             return
-        frames, last_seq = self._batch
-        self._batch = None
-        self._write_batch(frames)
-        self.next_seq = last_seq + 1
+        self._do(machine.send_prepared())
 
-    async def _from_journal(self, next_seq: int) -> tuple[list[bytes], int] | None:
+    async def _from_journal(self, next_seq: int) -> None:
         ring_first = self.fanout.ring.first_cached_seq
         try:
             entries = await self.journal.read(
@@ -270,50 +254,23 @@ class FeedSession:
             )
         except RetentionError:
             # Retention overtook this replay: the same answer a reconnect would get.
-            self.too_slow()
-            return None
-        if self.closing:
-            return None
+            self._do(self.machine.retention_overtook())
+            return
+        if self.machine.state not in CATCHING_UP:
+            return
         wanted: list[Entry] = [e for e in entries if ring_first is None or e.seq < ring_first]
         if not wanted:
             if entries:
-                self.next_seq = entries[0].seq  # the rest is in the ring now
+                self._do(self.machine.skip(entries[0].seq))  # the rest is in the ring now
             else:
                 await self.fanout.wait_new_head(timeout=1.0)
-            return None
+            return
         compressor = self.fanout.compressor
         self.metrics.catchup_from_journal.inc(len(wanted))
-        return [build_frame(e, self.encoding, compressor) for e in wanted], wanted[-1].seq
-
-    def _write_batch(self, frames: list[bytes]) -> None:
-        # writelines hands uvloop every buffer at once (one writev, no join copy).
-        self.transport.writelines(frames)
-        self.metrics.frames_sent.inc(len(frames))
-        self.metrics.bytes_sent.inc(sum(len(f) for f in frames))
-
-    def _join_live(self) -> None:
-        if self.replaying:
-            assert self.next_seq is not None
-            self.transport.write(ws_frame(OP_TEXT, encode_replay_complete(self.next_seq - 1)))
-            self.replaying = False
-        self.fanout.join_live(self)
+        frames = [build_frame(e, self.encoding, compressor) for e in wanted]
+        self._do(self.machine.prepared(frames, wanted[-1].seq))
 
     # ---- timers (driven by the server's ticker) --------------------------------------------
 
     def tick(self, now: float, heartbeat: Callable[[], bytes]) -> None:
-        if self.closing:
-            return
-        if self.next_heartbeat is not None and now >= self.next_heartbeat:
-            self.next_heartbeat = now + self.timing.heartbeat_s
-            if not self.paused:
-                self.transport.write(heartbeat())
-        interval = self.timing.ping_interval_s
-        idle = now - self.last_inbound
-        if idle > 3 * interval:
-            log.info("dropping unresponsive connection", extra={"key_id": self.key_id})
-            self.fanout.remove(self)  # before abort: the live loop must not write to it
-            self.closing = True
-            self.transport.abort()
-        elif idle > interval and now - self.last_ping > interval:
-            self.last_ping = now
-            self.transport.write(self.frames.ping(b"disksync"))
+        self._do(self.machine.tick(now, heartbeat))

@@ -10,37 +10,48 @@ Rules kept here:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 from disksync.errors import RetentionError
-from disksync.keys import KeyRecord
+from disksync.journal.base import Journal
+from disksync.keys import KeyRecord, SqliteKeyStore
 from disksync.server.handshake import FeedRequest, Rejected, Rejection
-
-if TYPE_CHECKING:
-    from disksync.server.server import FeedServer
+from disksync.server.sessions import Sessions
 
 RETRY_AFTER_S = "5"
 
 
-async def admit(server: FeedServer, feed: FeedRequest) -> tuple[KeyRecord, int | None]:
+@dataclass(frozen=True, slots=True)
+class AdmissionContext:
+    """What admission reads: the keys, the journal's bounds, the session counts, two limits."""
+
+    keys: SqliteKeyStore
+    journal: Journal
+    sessions: Sessions[Any]
+    max_clients: int
+    max_from_seq_ahead: int
+
+
+async def admit(ctx: AdmissionContext, feed: FeedRequest) -> tuple[KeyRecord, int | None]:
     """Key and position checks (they await); returns the key's record and first_seq."""
-    check_ready(server)
-    result = await server.keys.authenticate(feed.api_key, feed=True)
+    check_ready(ctx)
+    result = await ctx.keys.authenticate(feed.api_key, feed=True)
     if not result.ok or result.record is None:
         raise Rejected(Rejection(result.status, str(result.code), result.message))
-    bounds = await server.journal.bounds()
+    bounds = await ctx.journal.bounds()
     if feed.from_seq is not None:
-        check_position(server, feed.from_seq, bounds.first_seq, bounds.last_seq)
+        check_position(ctx, feed.from_seq, bounds.first_seq, bounds.last_seq)
         if bounds.first_seq is not None and feed.from_seq >= bounds.first_seq:
             try:
-                await server.journal.read(feed.from_seq, 1)
+                await ctx.journal.read(feed.from_seq, 1)
             except RetentionError as exc:
                 raise gone(feed.from_seq, exc.first_seq) from None
     return result.record, bounds.first_seq
 
 
-def check_ready(server: FeedServer) -> None:
-    if not server.ready:
+def check_ready(ctx: AdmissionContext) -> None:
+    if not ctx.sessions.ready:
         raise Rejected(
             Rejection(
                 503,
@@ -51,10 +62,10 @@ def check_ready(server: FeedServer) -> None:
         )
 
 
-def check_capacity(server: FeedServer, key_id: str, max_connections: int) -> None:
+def check_capacity(ctx: AdmissionContext, key_id: str, max_connections: int) -> None:
     """Synchronous, right before the session registers."""
-    check_ready(server)
-    if server.session_count() >= server.config.max_clients:
+    check_ready(ctx)
+    if ctx.sessions.count() >= ctx.max_clients:
         raise Rejected(
             Rejection(
                 503,
@@ -63,7 +74,7 @@ def check_capacity(server: FeedServer, key_id: str, max_connections: int) -> Non
                 headers=(("Retry-After", RETRY_AFTER_S),),
             )
         )
-    if max_connections and server.key_sessions(key_id) >= max_connections:
+    if max_connections and ctx.sessions.of_key(key_id) >= max_connections:
         raise Rejected(
             Rejection(
                 429,
@@ -74,10 +85,12 @@ def check_capacity(server: FeedServer, key_id: str, max_connections: int) -> Non
         )
 
 
-def check_position(server: FeedServer, from_seq: int, first: int | None, last: int | None) -> None:
+def check_position(
+    ctx: AdmissionContext, from_seq: int, first: int | None, last: int | None
+) -> None:
     if first is not None and from_seq < first:
         raise gone(from_seq, first)
-    ahead = server.config.max_from_seq_ahead
+    ahead = ctx.max_from_seq_ahead
     if last is not None and from_seq > last + 1 + ahead:
         raise Rejected(
             Rejection(
