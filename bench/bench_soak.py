@@ -211,8 +211,8 @@ def conduct(args: argparse.Namespace) -> int:
             flush=True,
         )
         header = (
-            f"{'min':>6} {'cpu%':>6} {'rss MB':>7} {'anon MB':>7} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'cmd/s':>6} "
+            f"{'min':>6} {'cpu%':>6} {'ms/cmd':>6} {'rss MB':>7} {'anon MB':>7} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'cmd/s':>6} "
             f"{'held GB':>7} {'rows':>7} {'db GB':>6} {'wal MB':>7} {'total GB':>8}"
         )
         print(header, flush=True)
@@ -236,6 +236,12 @@ def conduct(args: argparse.Namespace) -> int:
                 "p99_ms": window["p99_ms"],
                 "messages": window["messages"],
                 "rate": window["messages"] / args.clients / args.window,
+                # CPU per command: the soak's measure of cost, since a busy machine slows
+                # the simulated node and with it the rate (and so the CPU %)
+                "cpu_ms_cmd": 1000
+                * (cpu_now - cpu_before)
+                / (now - t_before)
+                / max(1e-9, window["messages"] / args.clients / args.window),
                 "held_gb": metric(text, "disksync_journal_bytes") / 1e9,
                 "rows": int(metric(text, "disksync_journal_entries")),
                 "db_gb": file_size(state_dir / "journal.sqlite") / 1e9,
@@ -245,7 +251,8 @@ def conduct(args: argparse.Namespace) -> int:
             cpu_before, t_before = cpu_now, now
             rows.append(row)
             print(
-                f"{row['minute']:6.1f} {row['cpu_pct']:6.1f} {row['rss_mb']:7.0f} "
+                f"{row['minute']:6.1f} {row['cpu_pct']:6.1f} {row['cpu_ms_cmd']:6.2f} "
+                f"{row['rss_mb']:7.0f} "
                 f"{row['anon_mb']:7.0f} "
                 f"{_ms(row['p50_ms'])} {_ms(row['p99_ms'])} {row['rate']:6.1f} "
                 f"{row['held_gb']:7.2f} {row['rows']:7d} {row['db_gb']:6.2f} "
@@ -295,7 +302,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     head, tail = usable[:n], usable[-n:]
     print(f"\nlast {n} windows vs first {n} (median of each; flat = within 1.2×):")
     for name, label in (
-        ("cpu_pct", "serve CPU"),
+        ("cpu_pct", "serve CPU %"),
+        ("cpu_ms_cmd", "CPU ms/cmd"),
         ("p99_ms", "fan-out p99"),
         ("rss_mb", "RSS"),
         ("anon_mb", "RSS - shared"),
