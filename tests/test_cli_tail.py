@@ -17,7 +17,7 @@ import pytest
 import trustme
 from websockets.asyncio.server import ServerConnection, serve
 
-from conftest import disksync_cmd, scaled
+from conftest import disksync_cmd, free_port, scaled
 from disksync.entry import Entry
 from disksync.hl.meta import block_meta
 from disksync.protocol import encode_connected
@@ -212,7 +212,7 @@ def test_wss_with_an_unverifiable_certificate_exits_1_naming_ca(
     tls_server: tuple[ServeProcess, str],
 ) -> None:
     server, key = tls_server
-    done = tail(server.url, "--api-key", key, "--count", "1")
+    done = tail(server.url, "--api-key", key, "--count", "1", "--quiet")
     assert done.returncode == 1, done.stderr
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1, lines
@@ -365,3 +365,82 @@ async def test_decode_goes_on_past_commands_it_cannot_read() -> None:
     assert "undecodable" not in " ".join(lines[1:-1])
     assert b"Traceback" not in done.stderr
     assert b"disksync tail: 2 command(s) could not be decoded" in done.stderr
+
+
+# ---- a dead or mistyped URL: say what is tried; --give-up-after bounds it ------------------
+
+KEY = "ak_live_" + "k" * 40
+
+
+def test_a_dead_port_gives_up_after_the_bound_with_one_clear_line() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/"  # nothing listens there
+    done = tail(url, "--api-key", KEY, "--give-up-after", "1")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert lines[0] == (
+        f"disksync tail: connecting to {url}; retrying, giving up after 1 s without a connection"
+    )
+    assert lines[-1] == (
+        f"disksync: error: no connection to {url} for 1 s since the start; "
+        "last error: connection refused (--give-up-after 1)"
+    )
+    assert all(line.startswith("disksync tail: reconnecting to ") for line in lines[1:-1])
+    assert KEY not in done.stderr.decode()
+
+
+def test_quiet_gives_up_with_the_error_line_only() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/"
+    done = tail(url, "--api-key", KEY, "--give-up-after", "0.5", "--quiet")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"disksync: error: no connection to {url} for 0.5 s since the start; "
+        "last error: connection refused (--give-up-after 0.5)"
+    ]
+
+
+async def test_without_a_bound_the_first_line_says_it_retries_for_ever() -> None:
+    port = free_port()
+    async with tail_process(f"ws://user:secret@127.0.0.1:{port}/feed", "--api-key", KEY) as proc:
+        first = await stderr_line(proc, lambda text: True)
+        retry = await stderr_line(proc, lambda text: "reconnecting" in text)
+        assert proc.returncode is None  # still trying
+    assert first == (
+        f"disksync tail: connecting to ws://127.0.0.1:{port}/feed; retrying until it answers "
+        "(--give-up-after S to stop)"
+    )  # no user info, no key
+    assert "connection refused" in retry
+
+
+async def test_the_bound_counts_from_the_end_of_the_last_connection() -> None:
+    # A server that accepts one connection, then goes away for good: tail connected, so the
+    # clock starts when that connection ends, and the message says so.
+    async def one_connection(ws: ServerConnection) -> None:
+        await ws.send(encode_connected(1, first_seq=1, head_seq=1, next_seq=1))
+        await ws.close()
+
+    async with serve(one_connection, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with tail_process(
+            f"ws://127.0.0.1:{port}/", "--api-key", KEY, "--give-up-after", "1"
+        ) as proc:
+            await stderr_line(proc, lambda text: "connected to" in text)
+            server.close()  # stop listening: every reconnect is refused from now on
+            await server.wait_closed()
+            assert proc.stderr is not None
+            rest = await asyncio.wait_for(proc.stderr.read(), scaled(20))
+            await asyncio.wait_for(proc.wait(), scaled(20))
+    assert proc.returncode == 1, rest
+    last = rest.decode().splitlines()[-1]
+    assert last.startswith(
+        f"disksync: error: no connection to ws://127.0.0.1:{port}/ for 1 s since the last one "
+        "ended; last error: "
+    ), last
+    assert last.endswith(" (--give-up-after 1)")
+
+
+@pytest.mark.parametrize("bad", ["0", "inf"])
+def test_a_bound_that_is_not_positive_seconds_is_a_usage_error(bad: str) -> None:
+    done = tail("ws://127.0.0.1:1/", "--api-key", KEY, "--give-up-after", bad)
+    assert done.returncode == 2, done.stderr
+    assert b"--give-up-after" in done.stderr

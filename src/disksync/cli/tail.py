@@ -6,7 +6,11 @@ Rules kept here:
   ``--decode``, one summary line per action instead. Status goes to stderr.
 * Never exits on its own except when ``--count`` is met (0), or on what retrying cannot fix
   (1, with a one-line message): the key is rejected, or the server's TLS certificate does not
-  verify before the first connection (the message names ``--ca``).
+  verify before the first connection (the message names ``--ca``). ``--give-up-after S`` adds
+  one bound the user chose: exit 1 once S seconds pass with no connection (from the start, or
+  since the last connection ended); commands read over HTTP meanwhile restart the count.
+* The first status line says what tail is trying: the endpoints (never a key; URLs carry no
+  query) and that it retries, so a dead or mistyped URL is not a silent wait.
 * Bad input is exit 2 with one line, before anything is printed: an unparseable URL (host,
   IPv6 brackets, port), a ``--checkpoint`` whose directory is missing or not writable.
 * ``--decode`` never stops on a command it cannot read (not JSON, not a block, ``raw_hex``
@@ -29,15 +33,93 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from disksync.cli.common import whole_number
 from disksync.client import ClientConfig, Command, Feed, events
 from disksync.client.checkpoint import load_checkpoint
-from disksync.errors import ConfigError, DecodeError, ProtocolError
+from disksync.errors import ConfigError, DecodeError, FeedError, ProtocolError
 
 EXIT_INTERRUPTED = 130
+EXIT_GAVE_UP = 1
+
+
+def shown_url(url: str) -> str:
+    """A feed URL as it may be printed: scheme, host, port and path; no user info, no query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
+def _trying(urls: Sequence[str], give_up_after: float | None) -> str:
+    targets = ", ".join(shown_url(u) for u in urls)
+    if give_up_after is None:
+        return f"connecting to {targets}; retrying until it answers (--give-up-after S to stop)"
+    return (
+        f"connecting to {targets}; retrying, giving up after {give_up_after:g} s "
+        f"without a connection"
+    )
+
+
+class _GiveUp:
+    """Calls ``expire`` once ``after_s`` seconds pass with no live connection.
+
+    The clock runs from the start and from every disconnect; a connection stops it, and
+    commands read over HTTP while the WebSocket is down restart it (data is still coming).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        after_s: float,
+        urls: Sequence[str],
+        expire: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._after_s = after_s
+        self._urls = urls
+        self._expire = expire
+        self._ever_connected = False
+        self._last_reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def observe(self, event: events.Event) -> None:
+        match event:
+            case events.Connected():
+                self._ever_connected = True
+                self.cancel()
+            case events.Disconnected(reason=reason) if self._timer is None:
+                self._last_reason = reason
+                self._arm()
+            case events.Reconnecting(reason=reason) if reason:
+                self._last_reason = reason
+            case events.Backfilled() if self._timer is not None:
+                self._arm()
+
+    def message(self) -> str:
+        targets = ", ".join(shown_url(u) for u in self._urls)
+        since = "since the last one ended" if self._ever_connected else "since the start"
+        last = f"; last error: {events.readable(self._last_reason)}" if self._last_reason else ""
+        return (
+            f"no connection to {targets} for {self._after_s:g} s {since}{last} "
+            f"(--give-up-after {self._after_s:g})"
+        )
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        self.cancel()
+        self._timer = self._loop.call_later(self._after_s, self._expire)
 
 
 def _seconds(text: str) -> float:
@@ -47,6 +129,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if value != 0 and not 0.1 <= value <= 3600:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or within 0.1..3600, got {value:g}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return value
 
 
@@ -87,6 +179,13 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="S",
         help="ask for a heartbeat every S seconds (default: the server's, 5 s)",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="exit 1 after S seconds without a connection (default: retry for ever)",
     )
     parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
     parser.set_defaults(run=run)
@@ -131,7 +230,22 @@ async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
 
     loop.add_signal_handler(signal.SIGINT, stop, EXIT_INTERRUPTED)
     loop.add_signal_handler(signal.SIGTERM, stop, 0)
-    on_event = None if args.quiet else _status_printer(sys.stderr)
+    printer = None if args.quiet else _status_printer(sys.stderr)
+    give_up = (
+        None
+        if args.give_up_after is None
+        else _GiveUp(loop, args.give_up_after, config.urls, lambda: stop(EXIT_GAVE_UP))
+    )
+
+    def on_event(event: events.Event) -> None:
+        if give_up is not None:
+            give_up.observe(event)
+        if printer is not None:
+            printer(event)
+
+    if not args.quiet:
+        trying = _trying(config.urls, args.give_up_after)
+        print(f"disksync tail: {trying}", file=sys.stderr, flush=True)
     feed = Feed(config, on_event=on_event)
     out = sys.stdout.buffer
     undecodable = [0]
@@ -141,6 +255,8 @@ async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
     except asyncio.CancelledError:
         if not exit_code:
             raise
+        if exit_code[0] == EXIT_GAVE_UP and give_up is not None:
+            raise FeedError(give_up.message()) from None
         return exit_code[0]
     except BrokenPipeError:
         _silence_stdout()
@@ -155,6 +271,8 @@ async def _tail(args: argparse.Namespace, config: ClientConfig) -> int:
             )
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
+        if give_up is not None:
+            give_up.cancel()
 
 
 async def _pump(

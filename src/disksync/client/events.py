@@ -142,9 +142,9 @@ def describe(event: Event) -> str:
                 return f"connected to {endpoint} (its journal is empty so far)"
             return f"connected to {endpoint} (next_seq={next_seq}, head_seq={head_seq})"
         case Disconnected(endpoint, reason, code):
-            return f"disconnected from {endpoint}: {_readable(reason)}{_code(code)}"
+            return f"disconnected from {endpoint}: {readable(reason)}{_code(code)}"
         case Reconnecting(endpoint, delay_s, attempt, reason):
-            why = f" after: {_readable(reason)}" if reason else ""
+            why = f" after: {readable(reason)}" if reason else ""
             count = f" (attempt {attempt + 1})" if attempt else ""
             return f"reconnecting to {endpoint} in {delay_s:.2f}s{count}{why}"
         case Failover(old, new):
@@ -172,7 +172,7 @@ def describe(event: Event) -> str:
             return f"source live again after {stalled_s:.0f} s (per {endpoint})"
 
 
-def _readable(reason: str) -> str:
+def readable(reason: str) -> str:
     """A JSON close reason (``{"why":"shutdown","next_seq":12}``) as ``shutdown, next_seq=12``;
     anything else on one line as it is."""
     fields = parse_close_reason(reason) if reason.startswith("{") else {}
