@@ -167,6 +167,7 @@ class Every:
     limit: PositiveInt | None = None
     mode: Literal["fast", "safe"] = "fast"
     name: str = "n"
+    names: tuple[str, ...] = ()
 
 
 @pytest.mark.parametrize(
@@ -185,6 +186,8 @@ class Every:
         ("mode", "slow", "mode: expected one of 'fast', 'safe', got 'slow' (from every.toml)"),
         ("name", 5, "name: expected a string, got 5 (from every.toml)"),
         ("name", ["a"], "name: expected a string, got ['a'] (from every.toml)"),
+        ("names", "a", "names: expected a list, each a string, got 'a' (from every.toml)"),
+        ("names", [1], "names: expected a list, each a string, got [1] (from every.toml)"),
     ],
 )
 def test_bad_file_values_say_key_expectation_value_and_file(
@@ -230,6 +233,7 @@ def test_good_values_of_every_kind_from_file_and_env() -> None:
         },
     )
     assert from_file == Every(Path("/x"), 3, 2.0, True, 7, "safe", "a")
+    assert load_settings(Every, file_values={"names": ["a", "b"]}).names == ("a", "b")
     from_env = load_settings(
         Every,
         env={

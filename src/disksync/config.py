@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import sys
 import types
 import typing
@@ -193,9 +194,17 @@ def describe(tp: Any, *, text: bool = False) -> str:
         return "a path (a string)"
     if tp is str:
         return "a string"
-    if typing.get_origin(tp) is Literal:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return str(tp)  # pragma: no cover - every settings type is listed above
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin in (list, tuple, set, frozenset):
+        item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        return f"a list, each {describe(item)}"
+    if origin is dict or tp is dict:
+        return "a table"
+    return "a value of another kind"  # never Python's name for the type
 
 
 def convert_value(f: _Field, value: Any, *, key: str, origin: str | None, text: bool) -> Any:
