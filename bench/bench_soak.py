@@ -2,10 +2,11 @@
 
 Nothing a server does per command, per wake-up or per request may cost more as its journal or
 its uptime grows. A minutes-long test cannot show that; this run can. It starts, as an operator
-would, ``disksync simulate`` (a node writing at ``--rate`` × ~190 KB lines, ten times mainnet by
-default) and ``disksync serve --data-dir`` on its default configuration (SQLite journal in the
-state dir, plain ``ws://`` on loopback) with retention on, so that the disk stays bounded while
-the journal is held at its limit, and a client process with ``--clients`` feed connections.
+would, a node writing at ``--rate`` × ~190 KB lines (ten times mainnet by default; simulator
+blocks in turn, see ``run_node``) and ``disksync serve --data-dir`` on its default configuration
+(SQLite journal in the state dir, plain ``ws://`` on loopback) with retention on, so that the
+disk stays bounded while the journal is held at its limit, and a client process with
+``--clients`` feed connections.
 
 Every window (``--window``, 60 s) it prints one row: the serve process's CPU (% of one core) and
 RSS, the clients' publish → receive p50/p99 in that window (kernel receive timestamps, as in
@@ -78,6 +79,43 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+# ---- the node (a separate process) ----------------------------------------------------------
+
+
+def run_node(args: argparse.Namespace) -> None:
+    """Write like hl-node with ``--replica-cmds-style recent-actions``: one line per block at
+    ``--rate``, a new height file every 1,000 lines, only the two newest files kept (so the node's
+    side of the disk stays bounded). The lines are 64 simulator blocks in turn: making fresh
+    blocks at ten times mainnet would take most of a core here, and a busy machine would then
+    slow the node instead of measuring the server."""
+    from bench_fanout import payloads
+
+    pool = payloads(64)
+    folder = Path(args.dir) / "replica_cmds" / "2026-12-02T00:00:00Z" / "20261202"
+    folder.mkdir(parents=True, exist_ok=True)
+    height = 760_000_000  # the file named N holds N+1 ...
+    per_file = 1000
+    written: list[Path] = []
+    next_at = time.monotonic()
+    out = None
+    while True:
+        if (height - 760_000_000) % per_file == 0:
+            if out is not None:
+                out.close()
+            path = folder / str(height)
+            out = path.open("ab", buffering=0)
+            written.append(path)
+            if len(written) > 2:
+                written.pop(0).unlink()
+        assert out is not None
+        out.write(pool[height % len(pool)] + b"\n")
+        height += 1
+        next_at += 1 / args.rate
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
 
 # ---- the client process ---------------------------------------------------------------------
@@ -167,13 +205,11 @@ def conduct(args: argparse.Namespace) -> int:
             ).stdout
         )["key"]
         simulate = start(
-            disksync(
-                "simulate", "--data-dir", str(data_dir), "--rate", str(args.rate),
-                "--mean-bytes", str(MEAN_BYTES), "--lines-per-file", "1000", "--recent-actions",
-                "--seed", "1",
-            ),
+            [
+                sys.executable, __file__, "--role", "node", "--dir", str(data_dir),
+                "--rate", str(args.rate),
+            ],
             env,
-            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(simulate)
         serve = start(
@@ -325,7 +361,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["conductor", "clients"], default="conductor")
+    parser.add_argument("--role", choices=["conductor", "clients", "node"], default="conductor")
+    parser.add_argument("--dir", default="")
     parser.add_argument("--rate", type=float, default=10 * MAINNET_RATE, help="lines/s")
     parser.add_argument("--gb", type=float, default=20.0, help="stop after this much journaled")
     parser.add_argument("--retention-gb", type=float, default=None, help="default: --gb")
@@ -342,6 +379,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.role == "clients":
         run_clients(args)
+        return 0
+    if args.role == "node":
+        run_node(args)
         return 0
     if args.quick:
         args.gb, args.window, args.min_windows, args.compare = 1.0, 10.0, 6, 2
