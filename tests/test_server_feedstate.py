@@ -34,7 +34,7 @@ from disksync.server.feedstate import (
 )
 
 HEAD = 10
-TIMING = Timing(heartbeat_s=5.0, ping_interval_s=20.0)
+TIMING = Timing(heartbeat_s=5.0, ping_interval_s=20.0, close_timeout_s=30.0)
 
 
 def machine_in(state: State, now: float = 0.0) -> FeedMachine:

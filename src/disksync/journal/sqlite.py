@@ -15,11 +15,10 @@ Rules kept here:
   usually sees the commit at once).
 * ``bounds()`` answers from a cached snapshot that every append, trim and watcher poll refreshes;
   a stale snapshot never replaces a newer one.
-* Retention runs in a background task in bounded steps on the writer thread, so an append waits
-  at most one step. Everything in ``sqlite_store`` applies: a prefix only, the newest entry kept.
-  The task is owned: any failure of a pass is logged with its traceback, counted
-  (``disksync_journal_retention_failures``) and retried with backoff, so the task never dies
-  silently; ``close()`` cancels it and waits for it to end.
+* Upkeep is ``sqlite_upkeep``'s: background WAL checkpoints and the retention task (bounded
+  steps on the writer thread, so an append waits at most one step; everything in
+  ``sqlite_store`` applies: a prefix only, the newest entry kept). ``close()`` stops both and
+  waits for them.
 * Memory is bounded: a follower holds at most one batch (``follow_batch_bytes``, at least one
   entry) at a time; nothing is queued per follower.
 """
@@ -46,6 +45,7 @@ from disksync.errors import ConflictError, JournalError
 from disksync.journal import sqlite_store as store
 from disksync.journal.base import AppendResult, Retention
 from disksync.journal.metrics import JournalMetrics
+from disksync.journal.sqlite_upkeep import Checkpoints, RetentionRunner
 from disksync.journal.sqlite_watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ T = TypeVar("T")
 _FOLLOW_BATCH_ENTRIES = 256
 _OWN_WRITE_ECHO_S = 0.005  # inotify events of our own write may arrive this late
 _FOREVER = float("inf")
-_RETENTION_MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +114,26 @@ class SqliteJournal:
             raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         self._readers = ThreadPoolExecutor(self.options.readers, thread_name_prefix="journal-read")
-        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="journal-checkpoint")
-        self._checkpoint: asyncio.Future[tuple[int, int, int]] | None = None
-        self._uncheckpointed = 0
+        self._checkpoints = Checkpoints(
+            self.path,
+            self.options.checkpoint_bytes,
+            lambda: store.checkpoint(self._read_conn()),
+            self._metrics,
+        )
+        self._retention = RetentionRunner(
+            self.path,
+            self.retention,
+            self.options.retention_interval_s,
+            self.options.trim_step_rows,
+            self.options.trim_step_bytes,
+            self._trim_step,
+            self._metrics,
+        )
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
-        self._retention_due = asyncio.Event()
-        self._retention_task: asyncio.Task[None] | None = None
         self._watcher: Watcher | None = None
         self._own_write_until = 0.0  # the watcher ignores WAL writes of our own writer
         self._closed = False
@@ -151,12 +160,12 @@ class SqliteJournal:
             self._metrics.appended.inc(appended)
             added = sum(len(e.payload) for e in entries[duplicates:])
             self._metrics.appended_bytes.inc(added)
-            self._uncheckpointed += added
-            self._maybe_checkpoint()
+            if self.options.background_checkpoint:
+                assert self._loop is not None
+                self._checkpoints.appended(added, self._loop)
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
-        if self._due_for_bytes(snap):
-            self._retention_due.set()
+        self._retention.due_for_bytes(snap)
         return AppendResult(appended, duplicates, snap.last_seq)
 
     async def read(self, start: int, limit: int, *, max_bytes: int | None = None) -> list[Entry]:
@@ -202,15 +211,8 @@ class SqliteJournal:
             return
         self._closed = True
         self._notify()
-        task, self._retention_task = self._retention_task, None
-        if task is not None:
-            task.cancel()
-            # wait(), not await task: a failure of the task was logged when it happened and
-            # must not surface as a failure of close(); a cancellation of close() still does.
-            await asyncio.wait([task])
-        if self._checkpoint is not None:
-            with contextlib.suppress(Exception):
-                await self._checkpoint
+        await self._retention.stop()
+        await self._checkpoints.stop()
         if self._watcher is not None:
             self._watcher.stop()
         await asyncio.to_thread(self._shutdown_threads)
@@ -226,7 +228,7 @@ class SqliteJournal:
     async def enforce_retention(self) -> int:
         """Trim now, to completion; returns the number of entries dropped."""
         self._start()
-        return await self._trim_all()
+        return await self._retention.trim_all()
 
     async def __aenter__(self) -> SqliteJournal:
         return self
@@ -257,11 +259,7 @@ class SqliteJournal:
             lambda: time.monotonic() < self._own_write_until,
         )
         self._watcher.start()
-        if self.retention.max_age_s is not None or self.retention.max_bytes is not None:
-            self._retention_task = asyncio.create_task(
-                self._retention_loop(), name="journal-retention"
-            )
-            self._retention_task.add_done_callback(self._retention_ended)
+        self._retention.start()
 
     def _connect(self) -> sqlite3.Connection:
         return store.connect(
@@ -331,7 +329,7 @@ class SqliteJournal:
     def _shutdown_threads(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
-        self._checkpointer.shutdown(wait=True)
+        self._checkpoints.shutdown()
         if self._watcher is not None:
             self._watcher.join()
         with self._conns_lock:
@@ -340,95 +338,7 @@ class SqliteJournal:
             self._read_conns.clear()
         self._write_conn.close()
 
-    def _maybe_checkpoint(self) -> None:
-        """Checkpoint on a thread of its own, so no append pays for copying the WAL into the
-        database (inline, that was a 0.1-1 s stall every 64 MB; see docs/JOURNAL.md)."""
-        if self._uncheckpointed < self.options.checkpoint_bytes or self._checkpoint is not None:
-            return
-        if self._closed or self._loop is None or not self.options.background_checkpoint:
-            return
-        self._uncheckpointed = 0
-        self._checkpoint = self._loop.run_in_executor(self._checkpointer, self._timed_checkpoint)
-        self._checkpoint.add_done_callback(self._checkpoint_done)
-
-    def _timed_checkpoint(self) -> tuple[int, int, int]:
-        started = time.perf_counter()
-        result = store.checkpoint(self._read_conn())
-        self._metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        return result
-
-    def _checkpoint_done(self, done: asyncio.Future[tuple[int, int, int]]) -> None:
-        self._checkpoint = None
-        if done.cancelled():
-            return
-        exc = done.exception()
-        if exc is not None:
-            # Not fatal: the writer's own automatic checkpoint is the safety net.
-            log.warning("journal checkpoint failed: %s", exc, extra={"path": str(self.path)})
-            return
-        self._maybe_checkpoint()
-
-    def _due_for_bytes(self, snap: store.Snapshot) -> bool:
-        limit = self.retention.max_bytes
-        return limit is not None and snap.total_bytes > limit and snap.count > 1
-
-    async def _retention_loop(self) -> None:
-        interval = self.options.retention_interval_s
-        failures = 0
-        while not self._closed:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._retention_due.wait()
-            self._retention_due.clear()
-            try:
-                await self._trim_all()
-            except Exception:
-                # Every failure, not only JournalError: a task that died here would stop
-                # retention for good with nobody told, until the disk filled up.
-                failures += 1
-                backoff = min(interval * 2**failures, _RETENTION_MAX_BACKOFF_S)
-                self._metrics.retention_failures.inc()
-                log.exception(
-                    "journal retention failed; retrying in %.3g s",
-                    backoff,
-                    extra={"path": str(self.path), "failures": failures},
-                )
-                await asyncio.sleep(backoff)
-            else:
-                failures = 0
-
-    def _retention_ended(self, task: asyncio.Task[None]) -> None:
-        """Only cancellation (close) should end the task; anything else is said at once."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._metrics.retention_failures.inc()
-            log.error(
-                "journal retention task ended: %s",
-                exc,
-                exc_info=exc,
-                extra={"path": str(self.path)},
-            )
-
-    async def _trim_all(self) -> int:
-        total = 0
-        while True:
-            max_age = self.retention.max_age_s
-            policy = store.TrimPolicy(
-                min_ingest_ts_us=None
-                if max_age is None
-                else time.time_ns() // 1000 - int(max_age * 1_000_000),
-                max_bytes=self.retention.max_bytes,
-                max_rows=self.options.trim_step_rows,
-                max_step_bytes=self.options.trim_step_bytes,
-            )
-            if policy.min_ingest_ts_us is None and policy.max_bytes is None:
-                return total
-            deleted: int
-            deleted, _ = await self._on_writer(store.trim, policy)
-            total += deleted
-            self._metrics.trimmed.inc(deleted)
-            if deleted == 0:
-                return total
+    async def _trim_step(self, policy: store.TrimPolicy) -> int:
+        deleted: int
+        deleted, _ = await self._on_writer(store.trim, policy)
+        return deleted

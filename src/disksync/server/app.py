@@ -27,6 +27,7 @@ import h11
 from disksync.protocol import CloseCode, encode_error_body
 from disksync.server import http_api
 from disksync.server.fanout import Fanout
+from disksync.server.feedstate import Timing
 from disksync.server.handshake import (
     FEED_PARAMS,
     Rejected,
@@ -37,7 +38,7 @@ from disksync.server.handshake import (
 )
 from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
-from disksync.server.session import FeedSession, SessionTiming
+from disksync.server.session import FeedSession
 from disksync.server.sessions import Sessions
 from disksync.server.upgrade import AdmissionContext, admit, check_capacity
 
@@ -80,7 +81,7 @@ class ConnectionContext:
     api: ApiContext
     admission: AdmissionContext
     fanout: Fanout
-    feed_timing: SessionTiming  # heartbeat_s: the default when the client does not ask
+    feed_timing: Timing  # heartbeat_s: the default when the client does not ask
 
 
 class Connection(asyncio.Protocol):
@@ -327,7 +328,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         timing = ctx.feed_timing
         if feed.heartbeat_s is not None:
-            timing = SessionTiming(feed.heartbeat_s, timing.ping_interval_s, timing.close_timeout_s)
+            timing = Timing(feed.heartbeat_s, timing.ping_interval_s, timing.close_timeout_s)
         session = FeedSession(
             transport=self.transport,
             fanout=ctx.fanout,

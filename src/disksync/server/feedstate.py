@@ -154,7 +154,8 @@ Action = Send | SendBatch | SendClose | Abort | Do
 @dataclass(frozen=True, slots=True)
 class Timing:
     heartbeat_s: float  # 0: off
-    ping_interval_s: float
+    ping_interval_s: float  # ping after this much silence; drop after three times as much
+    close_timeout_s: float  # CLOSING: how long to wait for the client's close (the shell's timer)
 
 
 class FeedMachine:

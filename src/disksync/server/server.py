@@ -36,10 +36,11 @@ from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
 from disksync.ratelimit import RateLimiter
 from disksync.server.app import Connection, ConnectionContext, HttpLimits
 from disksync.server.fanout import Fanout, LagLimits
+from disksync.server.feedstate import Timing
 from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
 from disksync.server.ring import Ring
-from disksync.server.session import FeedSession, SessionTiming
+from disksync.server.session import FeedSession
 from disksync.server.sessions import Sessions
 from disksync.server.upgrade import AdmissionContext
 
@@ -158,7 +159,7 @@ class FeedServer:
             api=api,
             admission=admission,
             fanout=self.fanout,
-            feed_timing=SessionTiming(
+            feed_timing=Timing(
                 heartbeat_s=config.heartbeat_s,
                 ping_interval_s=config.ping_interval_s,
                 close_timeout_s=config.close_timeout_s,

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from disksync.entry import Entry
 from disksync.errors import RetentionError
@@ -53,13 +52,6 @@ JOURNAL_BATCH = 64  # most commands per journal read when a session is older tha
 JOURNAL_BUDGET_BYTES = 8 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class SessionTiming:
-    heartbeat_s: float  # 0: off
-    ping_interval_s: float
-    close_timeout_s: float
-
-
 class FeedSession:
     """Implements ``fanout.Subscriber``; driven by ``run()`` in the connection's task."""
 
@@ -71,7 +63,7 @@ class FeedSession:
         journal: Journal,
         metrics: ServerMetrics,
         encoding: Encoding,
-        timing: SessionTiming,
+        timing: Timing,
     ) -> None:
         self.transport = transport
         self.fanout = fanout
@@ -80,9 +72,7 @@ class FeedSession:
         self.encoding: Encoding = encoding
         self.key_id = ""
         self.timing = timing
-        self.machine = FeedMachine(
-            encoding, Timing(timing.heartbeat_s, timing.ping_interval_s), time.monotonic()
-        )
+        self.machine = FeedMachine(encoding, timing, time.monotonic())
         self._wake = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
