@@ -167,6 +167,11 @@ async def _read(
     except Exception:
         await queue.put(None)
         raise
+    finally:
+        close = getattr(entries, "aclose", None)
+        if close is not None:  # a feed closes with a proper closing handshake
+            with contextlib.suppress(Exception):
+                await close()
     await queue.put(None)
 
 
