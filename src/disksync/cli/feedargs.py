@@ -45,6 +45,17 @@ def add_connection_flags(parser: argparse.ArgumentParser, *, from_seq: bool = Tr
         )
 
 
+def duration_seconds(text: str) -> float:
+    """An argparse ``type`` for ``--duration``: seconds, more than 0, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be within 0..604800 seconds, got {value:g}")
+    return value
+
+
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-listen",

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from disksync.cli.common import event_loop_runner, whole_number
-from disksync.cli.feedargs import add_connection_flags, client_config, say
+from disksync.cli.feedargs import add_connection_flags, client_config, duration_seconds, say
 from disksync.client import events
 from disksync.errors import ConfigError
 
@@ -34,16 +34,6 @@ if TYPE_CHECKING:
 
 PROG = "latency"
 WINDOW = 200
-
-
-def _duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 7 * 86400:
-        raise argparse.ArgumentTypeError(f"must be within 0..604800 seconds, got {value:g}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -57,7 +47,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("urls", nargs="+", metavar="URL", help="ws:// or wss:// feed endpoint")
     add_connection_flags(parser, from_seq=False)
     parser.add_argument(
-        "--duration", type=_duration, default=None, metavar="S", help="stop after S seconds"
+        "--duration", type=duration_seconds, default=None, metavar="S", help="stop after S seconds"
     )
     parser.add_argument(
         "--count", type=whole_number(1), default=None, metavar="N", help="stop after N per URL"
