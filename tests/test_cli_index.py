@@ -171,9 +171,7 @@ def test_a_database_that_is_down_is_one_line_and_exit_1(journal: Path) -> None:
     "args",
     [
         ("--db", "duckdb:x.duckdb"),  # neither a URL nor a journal
-        ("ws://127.0.0.1:1/", "--from-journal", "sqlite:j.sqlite"),  # both
-        ("ws://127.0.0.1:1/", "--follow"),  # --follow without a journal
-        ("ws://127.0.0.1:1/",),  # no key
+        ("ws://127.0.0.1:1/", "--db", "duckdb:x.duckdb"),  # no key
         ("--from-journal", "sqlite:j.sqlite", "--db", "mysql://x"),  # unknown database
     ],
 )

@@ -5,6 +5,9 @@ Rules kept here:
   tables in docs/INDEX.md (a test checks the page names every column, in order).
 * Every table starts with ``seq`` (the block height; the sinks' replay filter relies on it);
   action rows are keyed by ``(seq, position)``, item rows by ``(seq, position, item)``.
+* Secondary indexes only where they are cheap (one row per block or rarer): an index on a
+  high-volume column (``orders.cloid``, ``actions.signer``) cut PostgreSQL's COPY rate about
+  3x (docs/INDEX.md); users add the ones their queries need.
 * Prices, sizes and amounts are exact decimals (the node writes decimal strings); a changed
   column is a new ``SCHEMA_VERSION`` with a ``Migration``, never an edit in place.
 """
@@ -68,7 +71,7 @@ ACTIONS = Table(
         _c("response_type", "text", "type of an ok response (`order`, `cancel`, `default`, …)"),
     ),
     key=("seq", "position"),
-    indexes=(("type",), ("signer",)),
+    bulk=True,
 )
 
 _ORDER_FIELDS = (
@@ -105,7 +108,7 @@ ORDERS = Table(
         *_ORDER_STATUS,
     ),
     key=("seq", "position", "item"),
-    indexes=(("asset",), ("cloid",)),
+    bulk=True,
 )
 
 MODIFIES = Table(
@@ -121,6 +124,7 @@ MODIFIES = Table(
         *_ORDER_STATUS,
     ),
     key=("seq", "position", "item"),
+    bulk=True,
 )
 
 CANCELS = Table(
@@ -137,7 +141,7 @@ CANCELS = Table(
         _c("status_error", "text", "the node's message when `status = 'error'`"),
     ),
     key=("seq", "position", "item"),
-    indexes=(("asset",),),
+    bulk=True,
 )
 
 TRANSFERS = Table(
@@ -194,6 +198,7 @@ ORACLE_PRICES = Table(
         _c("second_px", "decimal", "second price of the pair (NULL where unset)"),
     ),
     key=("seq", "position", "asset"),
+    bulk=True,
 )
 
 VALIDATOR_ACTIONS = Table(

@@ -63,6 +63,9 @@ class Table:
     key: tuple[str, ...]
     """The primary key; its first column is ``seq``."""
     indexes: tuple[tuple[str, ...], ...] = ()
+    bulk: bool = False
+    """Hundreds of rows per block: a dialect that prunes by zone maps (DuckDB) keeps no key
+    index on it (see ``Dialect.keys_on_bulk``); rows arrive in seq order either way."""
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -27,6 +27,8 @@ class Dialect:
     name: str
     types: dict[str, str]
     placeholder: str
+    keys_on_bulk: bool = True
+    """Create the primary key of ``Table.bulk`` tables (PostgreSQL: it is their seq index)."""
 
 
 class Executor:
@@ -48,7 +50,9 @@ class Executor:
 
 def create_table_sql(table: Table, dialect: Dialect) -> list[str]:
     columns = ", ".join(f"{c.name} {dialect.types[c.type]}" for c in table.columns)
-    statements = [f"CREATE TABLE {table.name} ({columns}, PRIMARY KEY ({', '.join(table.key)}))"]
+    if dialect.keys_on_bulk or not table.bulk:
+        columns += f", PRIMARY KEY ({', '.join(table.key)})"
+    statements = [f"CREATE TABLE {table.name} ({columns})"]
     for index in table.indexes:
         name = f"{table.name}_{'_'.join(index)}_idx"
         statements.append(f"CREATE INDEX {name} ON {table.name} ({', '.join(index)})")
