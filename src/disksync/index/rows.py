@@ -7,6 +7,10 @@ Rules kept here:
   ``decode_error``) and nothing else: the position moves on, nothing is silently skipped.
 * Only what ``disksync.hl`` decodes is used; a modelled action whose shape drifted (``body``
   None) still gets its ``actions`` row, and transfer/validator rows keep the signed JSON.
+* A decimal column gets the node's text only when it is a plain decimal that both databases
+  store exactly (≤ 20 integer and ≤ 18 fractional digits); anything else (a real
+  ``usdClassTransfer`` amount reads ``"8 subaccount:0x4d76…"``) is NULL, so one odd value
+  never costs its block's rows. The signed JSON of transfers keeps the original.
 * Hot path (≈ 200 actions and ≈ 600 order/cancel items per mainnet block): no per-row dicts,
   attribute reads only, one tuple per row.
 """
@@ -14,6 +18,7 @@ Rules kept here:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +34,7 @@ from disksync.index.tables import TABLES
 from disksync.sinks.base import Row
 
 _EPOCH = datetime(1970, 1, 1)
+_IS_DECIMAL = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,18})?").fullmatch
 _NO_STATUS: tuple[Any, ...] = (None, None, None, None, None)
 _FAMILY_TEXT = {family: family.value for family in Family}
 
@@ -134,6 +140,10 @@ def undecodable_row(entry: Entry, why: str, digest: str | None = None) -> Row:
             digest, None, None, entry.ingest_ts_us, why)  # fmt: skip
 
 
+def _decimal(text: str | None) -> str | None:
+    return text if text is not None and _IS_DECIMAL(text) else None
+
+
 def _json(action: Action) -> str:
     return bytes(action.raw).decode("utf-8", "replace")
 
@@ -157,7 +167,7 @@ def _status(status: str | OrderStatus | None) -> tuple[Any, ...]:
         return ("resting", status.resting.oid, None, None, None)
     if status.filled is not None:
         filled = status.filled
-        return ("filled", filled.oid, filled.total_sz, filled.avg_px, None)
+        return ("filled", filled.oid, _decimal(filled.total_sz), _decimal(filled.avg_px), None)
     if status.error is not None:
         return ("error", None, None, None, status.error)
     return _NO_STATUS
@@ -170,11 +180,11 @@ def _order_fields(order: wire.OrderWire) -> tuple[Any, ...]:
     return (
         order.a,
         "buy" if order.b else "sell",
-        order.p,
-        order.s,
+        _decimal(order.p),
+        _decimal(order.s),
         order.r,
         limit.tif if limit is not None else None,
-        trigger.trigger_px if trigger is not None else None,
+        _decimal(trigger.trigger_px) if trigger is not None else None,
         trigger.is_market if trigger is not None else None,
         trigger.tpsl if trigger is not None else None,
         order.c,
@@ -182,6 +192,8 @@ def _order_fields(order: wire.OrderWire) -> tuple[Any, ...]:
 
 
 def _order(seq: int, position: int, body: Any, action: Action, out: TableRows) -> None:
+    # The hottest loop of the index (about 350 orders per mainnet block): written out inline,
+    # no helper call per order.
     orders: list[wire.OrderWire] = body.orders
     grouping = body.grouping
     grouping_text = grouping if isinstance(grouping, str) else orjson.dumps(grouping).decode()
@@ -189,20 +201,29 @@ def _order(seq: int, position: int, body: Any, action: Action, out: TableRows) -
     builder_address = builder.b if builder is not None else None
     builder_fee = builder.f if builder is not None else None
     statuses = _statuses(action, len(orders))
-    rows = out["orders"]
+    append = out["orders"].append
     for item, order in enumerate(orders):
-        rows.append(
-            (
-                seq,
-                position,
-                item,
-                *_order_fields(order),
-                grouping_text,
-                builder_address,
-                builder_fee,
-                *_status(statuses[item]),
-            )
-        )
+        kind = order.t
+        limit = kind.limit
+        trigger = kind.trigger
+        status = statuses[item]
+        if status is None:
+            outcome = _NO_STATUS
+        elif type(status) is OrderStatus and status.resting is not None:
+            outcome = ("resting", status.resting.oid, None, None, None)
+        else:
+            outcome = _status(status)
+        price = order.p if _IS_DECIMAL(order.p) else None
+        size = order.s if _IS_DECIMAL(order.s) else None
+        if trigger is None:
+            append((seq, position, item, order.a, "buy" if order.b else "sell", price, size,
+                    order.r, limit.tif if limit is not None else None, None, None, None, order.c,
+                    grouping_text, builder_address, builder_fee, *outcome))  # fmt: skip
+        else:
+            append((seq, position, item, order.a, "buy" if order.b else "sell", price, size,
+                    order.r, limit.tif if limit is not None else None,
+                    _decimal(trigger.trigger_px), trigger.is_market, trigger.tpsl, order.c,
+                    grouping_text, builder_address, builder_fee, *outcome))  # fmt: skip
 
 
 def _modify_rows(
@@ -281,7 +302,7 @@ def _transfer(
                 action.type,
                 destination(body),
                 token(body),
-                amount(body),
+                _decimal(amount(body)),
                 usd(body),
                 to_perp(body),
                 is_deposit(body),
@@ -307,8 +328,8 @@ def _isolated_margin(seq: int, position: int, body: Any, action: Action, out: Ta
 def _set_global(seq: int, position: int, body: Any, action: Action, out: TableRows) -> None:
     rows = out["oracle_prices"]
     for asset, pair in enumerate(body.pxs):
-        first = pair[0] if len(pair) > 0 else None
-        second = pair[1] if len(pair) > 1 else None
+        first = _decimal(pair[0]) if len(pair) > 0 else None
+        second = _decimal(pair[1]) if len(pair) > 1 else None
         rows.append((seq, position, asset, first, second))
 
 
