@@ -186,3 +186,51 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_a_database_lost_mid_run_is_exit_1_and_a_rerun_continues(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "journal.sqlite"
+
+    async def append(first: int, last: int) -> None:
+        filler = Filler(path, mean_bytes=3000)
+        try:
+            await filler.append(first, last)
+        finally:
+            await filler.close()
+
+    asyncio.run(append(1, 20))
+    argv = disksync_cmd("index", "--from-journal", f"sqlite:{path}", "--db", pg_url, "--follow")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + scaled(30)
+        while time.monotonic() < deadline:
+            with psycopg.connect(pg_url) as conn:
+                try:
+                    row = conn.execute(b"SELECT next_seq FROM disksync_position").fetchone()
+                except psycopg.errors.UndefinedTable:
+                    row = None
+            if row and row[0] == 21:
+                break
+            time.sleep(0.02)
+        name = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(
+                b"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        asyncio.run(append(21, 30))  # the next batch meets the lost connection
+        assert proc.wait(timeout=scaled(30)) == 1
+        assert proc.stderr is not None
+        errors = [e for e in proc.stderr.read().decode().splitlines() if "error" in e]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(errors) == 1 and errors[0].startswith("disksync: error: postgresql://"), errors
+    done = subprocess.run(argv[:-1], capture_output=True, timeout=scaled(60))  # no --follow
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_url) as conn:
+        seqs = [s for (s,) in conn.execute(b"SELECT seq FROM blocks ORDER BY seq").fetchall()]
+    assert seqs == list(range(1, 31))

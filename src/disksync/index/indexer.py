@@ -121,7 +121,7 @@ async def run_index(
                     if timeout <= 0:
                         break
                 try:
-                    entry = await asyncio.wait_for(queue.get(), timeout)
+                    entry = await _next_entry(queue, timeout, pending)
                 except TimeoutError:
                     break
                 if entry is None:
@@ -149,6 +149,32 @@ async def run_index(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(pending)
     return stats
+
+
+async def _next_entry(
+    queue: asyncio.Queue[Entry | None], timeout: float | None, pending: asyncio.Task[None] | None
+) -> Entry | None:
+    """The next entry; a write that failed meanwhile is raised at once (on a quiet live feed
+    the next entry may be hours away, and the failure must not wait for it)."""
+    if pending is None or pending.done():
+        if pending is not None:
+            pending.result()
+        return await asyncio.wait_for(queue.get(), timeout)
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait(
+            {getter, pending}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if pending in done:
+            pending.result()
+        if getter in done:
+            return getter.result()
+        if not done:
+            raise TimeoutError
+        return await asyncio.wait_for(getter, timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
 
 
 async def _read(
