@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "record",
     "index",
     "latency",
+    "analyze",
 )
 
 

@@ -1,0 +1,225 @@
+"""``disksync index`` throughput into DuckDB and PostgreSQL, against decoding alone; and the
+latency tool's own cost per command.
+
+Usage: python bench/bench_index.py [--blocks 600] [--mean-bytes 190000] [--postgres URL]
+                                   [--skip-latency] [--compare-bulk]
+
+1. A local SQLite journal of ``--blocks`` simulated mainnet-sized blocks (the simulator's
+   action mix, ~190 KB mean) is written once (not timed).
+2. References, same entries, same process: ``disksync.hl.decode_block`` alone, then decode +
+   row building (``index.rows``) with no database.
+3. ``run_index`` from that journal (``index.sources.journal_entries``, as ``disksync index
+   --from-journal`` runs it) into a fresh DuckDB file, then into a fresh PostgreSQL database
+   (created and dropped here): blocks/s, rows/s per table, and the ratio to decoding alone.
+4. ``--compare-bulk``: the same rows into DuckDB through its appender and through an Arrow
+   table (needs pyarrow), interleaved, best of 3.
+5. Latency tool overhead: a real ``disksync serve`` on the journal, ``latency.measure`` replaying
+   it from seq 1 (the worst case: commands arrive back to back): the tool's receive-to-recorded
+   cost per command (``tool_us``), p50/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from disksync.client import ClientConfig
+from disksync.entry import Entry
+from disksync.hl import decode_block
+from disksync.hl.meta import block_meta
+from disksync.index.indexer import IndexOptions, IndexStats, run_index
+from disksync.index.rows import add_entry, empty_rows
+from disksync.index.sources import journal_entries
+from disksync.index.tables import INDEX_SCHEMA, TABLES
+from disksync.journal.sqlite import SqliteJournal
+from disksync.latency.measure import measure
+from disksync.latency.record import TOOL_STAGE
+from disksync.simulate.blocks import BlockGenerator
+from disksync.sinks import open_sink
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+async def write_journal(path: Path, blocks: int, mean_bytes: int) -> list[Entry]:
+    generator = BlockGenerator(seed=7, mean_bytes=mean_bytes)
+    entries = []
+    for seq in range(1, blocks + 1):
+        line = bytes(generator.block_bytes(760_000_000 + seq))
+        entries.append(Entry(seq, line, block_meta(line).ts_ms or 0, time.time_ns() // 1000))
+    journal = SqliteJournal(path)
+    for start in range(0, len(entries), 100):
+        await journal.append(entries[start : start + 100])
+    await journal.close()
+    return entries
+
+
+def decode_only(entries: list[Entry]) -> float:
+    started = time.perf_counter()
+    for entry in entries:
+        decode_block(entry.payload, seq=entry.seq)
+    return len(entries) / (time.perf_counter() - started)
+
+
+def rows_only(entries: list[Entry]) -> float:
+    started = time.perf_counter()
+    rows = empty_rows()
+    for entry in entries:
+        add_entry(entry, rows)
+    return len(entries) / (time.perf_counter() - started)
+
+
+async def index_into(url: str, journal_path: Path) -> tuple[float, IndexStats]:
+    sink = open_sink(url, INDEX_SCHEMA)
+    journal = SqliteJournal(journal_path)
+    try:
+        started = time.perf_counter()
+        stats = await run_index(
+            journal_entries(journal, 0, follow=False), sink, options=IndexOptions()
+        )
+        return time.perf_counter() - started, stats
+    finally:
+        await journal.close()
+        sink.close()
+
+
+def report(name: str, seconds: float, stats: IndexStats, decode_rate: float) -> None:
+    rate = stats.blocks / seconds
+    print(f"{name}: {stats.blocks} blocks in {seconds:.2f} s = {rate:.0f} blocks/s "
+          f"({rate / decode_rate:.2f}x decoding alone)")  # fmt: skip
+    for table in TABLES:
+        count = stats.rows[table.name]
+        print(f"    {table.name:18} {count:>9,} rows  {count / seconds:>10,.0f} rows/s")
+
+
+def compare_bulk(entries: list[Entry], directory: Path) -> None:
+    import duckdb
+
+    try:
+        import pyarrow as pa
+    except ImportError:
+        print("compare-bulk: pyarrow is not installed; skipped")
+        return
+    from disksync.sinks.duckdb_sink import DUCKDB
+    from disksync.sinks.sql import create_table_sql
+
+    rows = empty_rows()
+    for entry in entries[:150]:
+        add_entry(entry, rows)
+    total = sum(len(r) for r in rows.values())
+    best = {"appender": float("inf"), "arrow": float("inf")}
+    for attempt in range(3):
+        for method in ("appender", "arrow") if attempt % 2 == 0 else ("arrow", "appender"):
+            con = duckdb.connect(str(directory / f"bulk-{method}-{attempt}.duckdb"))
+            for table in TABLES:
+                for statement in create_table_sql(table, DUCKDB):
+                    con.execute(statement)
+            started = time.perf_counter()
+            con.begin()
+            for table in TABLES:
+                table_rows = rows[table.name]
+                if not table_rows:
+                    continue
+                if method == "appender":
+                    appender = con.appender(table.name)
+                    appender.append_rows(table_rows)
+                    appender.flush()
+                else:
+                    columns = [pa.array(list(column)) for column in zip(*table_rows, strict=True)]
+                    arrow = pa.table(columns, names=list(table.column_names))  # noqa: F841
+                    con.execute(f"INSERT INTO {table.name} SELECT * FROM arrow")
+            con.commit()
+            best[method] = min(best[method], time.perf_counter() - started)
+            con.close()
+    for method, seconds in best.items():
+        print(f"compare-bulk {method:8}: {total / seconds:,.0f} rows/s (best of 3, {total:,} rows)")
+
+
+def latency_overhead(journal_path: Path, count: int) -> None:
+    state = journal_path.parent
+    port = 20000 + os.getpid() % 20000
+    key = subprocess.run(
+        [sys.executable, "-m", "disksync.cli", "keys", "create", "--tier", "quant", "--json",
+         "--state-dir", str(state)], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    import orjson
+
+    api_key = orjson.loads(key)["key"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "disksync.cli", "serve", "--state-dir", str(state), "--listen",
+         f"127.0.0.1:{port}", "--journal", f"sqlite:{journal_path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        config = ClientConfig(urls=(f"ws://127.0.0.1:{port}/",), api_key=api_key, from_seq=1)
+        runs = asyncio.run(measure([config], duration_s=90, count=count))
+        values = runs[0].recorder.stage(TOOL_STAGE)
+        decode = runs[0].recorder.column("decode_us")
+        p50, p99 = np.percentile(values, [50, 99])
+        print(f"latency tool overhead (receive -> recorded, {values.size} commands replayed): "
+              f"p50 {p50:.0f} µs, p99 {p99:.0f} µs, max {values.max()} µs; the decode it times: "
+              f"p50 {np.percentile(decode, 50) / 1000:.2f} ms")  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=600)
+    parser.add_argument("--mean-bytes", type=int, default=190_000)
+    parser.add_argument("--postgres", default=PG_SERVER, help="server URL (without a database)")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--compare-bulk", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+        directory = Path(tmp)
+        journal_path = directory / "journal.sqlite"
+        entries = asyncio.run(write_journal(journal_path, args.blocks, args.mean_bytes))
+        mean_kb = sum(len(e.payload) for e in entries) / len(entries) / 1000
+        print(f"{len(entries)} simulated blocks, mean {mean_kb:.0f} KB, in a SQLite journal")
+        decode_rate = decode_only(entries)
+        rows_rate = rows_only(entries)
+        ratio = rows_rate / decode_rate
+        print(f"reference: decode_block alone {decode_rate:.0f} blocks/s; decode + rows "
+              f"(no database) {rows_rate:.0f} blocks/s ({ratio:.2f}x)")  # fmt: skip
+        seconds, stats = asyncio.run(
+            index_into(f"duckdb:{directory / 'index.duckdb'}", journal_path)
+        )
+        report("duckdb", seconds, stats, decode_rate)
+        import psycopg
+
+        name = f"bench_index_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}".encode())
+        try:
+            seconds, stats = asyncio.run(index_into(f"{args.postgres}/{name}", journal_path))
+            report("postgresql", seconds, stats, decode_rate)
+        finally:
+            with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+        if args.compare_bulk:
+            compare_bulk(entries, directory)
+        if not args.skip_latency:
+            latency_overhead(journal_path, min(len(entries), 400))
+
+
+if __name__ == "__main__":
+    main()
