@@ -7,6 +7,9 @@ Rules kept here:
 * Memory is one chunk of one object plus one line: objects are streamed, never loaded whole.
 * Where a manifest exists it is checked at the file's end (count, both sha256); a mismatch is an
   ``ArchiveError`` naming the object. Files without one (Hyperliquid's) rely on the LZ4 checks.
+* ``hold_bytes`` makes small objects all-or-nothing (import): lines of an object that turns out
+  truncated or corrupt at its end are not yielded if the object fits in that bound; a larger
+  object streams, and relies on the frame's block checksums (ours have them).
 * ``from_seq``/``to_seq`` skip whole files where the listing proves they lie outside the range
   (manifest bounds, or the next file of the same run), so a narrow range reads few objects.
 """
@@ -36,8 +39,10 @@ class ReadStats:
     files: int = 0
     lines: int = 0
     bytes: int = 0
+    object_bytes: int = 0  # compressed bytes read (progress against the listing's sizes)
     repeats: int = 0
     unparseable_names: int = 0
+    current: str = ""  # the object being read (for errors about its lines)
 
 
 def list_files(store: ObjectStore, stats: ReadStats | None = None) -> list[ArchiveFile]:
@@ -79,8 +84,12 @@ def read_archive(
     from_seq: int | None = None,
     to_seq: int | None = None,
     stats: ReadStats | None = None,
+    *,
+    hold_bytes: int = 0,
 ) -> Iterator[tuple[int, bytes]]:
-    """Every (seq, line) of the archive with ``from_seq <= seq <= to_seq``, ascending."""
+    """Every (seq, line) of the archive with ``from_seq <= seq <= to_seq``, ascending. With
+    ``hold_bytes``, an object's lines are held back until the whole object has been checked,
+    as long as they fit in ``hold_bytes``: a damaged object of that size yields nothing."""
     stats = stats if stats is not None else ReadStats()
     last_yielded = -1
     for file in list_files(store, stats):
@@ -94,7 +103,10 @@ def read_archive(
         if to_seq is not None and file.key.height + 1 > to_seq:
             break
         stats.files += 1
-        for seq, line in read_file(store, file, manifest):
+        lines = read_file(store, file, manifest, stats)
+        if hold_bytes:
+            lines = _held(lines, hold_bytes)
+        for seq, line in lines:
             if seq <= last_yielded:
                 stats.repeats += 1
                 continue
@@ -108,14 +120,35 @@ def read_archive(
             yield seq, line
 
 
+def _held(lines: Iterator[tuple[int, bytes]], limit: int) -> Iterator[tuple[int, bytes]]:
+    held: list[tuple[int, bytes]] = []
+    size = 0
+    for item in lines:
+        if size <= limit:
+            held.append(item)
+            size += len(item[1])
+            continue
+        yield from held
+        held.clear()
+        yield item
+    yield from held
+
+
 def read_file(
-    store: ObjectStore, file: ArchiveFile, manifest: Manifest | None
+    store: ObjectStore,
+    file: ArchiveFile,
+    manifest: Manifest | None,
+    stats: ReadStats | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """The lines of one data file, numbered by position, checked against its manifest."""
     name = file.key.object
     reader = LineReader(f"{store.url}/{name}")
+    if stats is not None:
+        stats.current = reader.name
     seq = file.key.height
     for chunk in store.stream(name):
+        if stats is not None:
+            stats.object_bytes += len(chunk)
         for line in reader.feed(chunk):
             seq += 1
             yield seq, line
