@@ -3,13 +3,17 @@ Hyperliquid-layout archive (plain ``lz4.frame.compress`` files, no manifests).""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import lz4.frame
 
 from disksync.archive.naming import date_name, object_name, run_name
 from disksync.archive.upload import write_archive
+from disksync.cli import main
 from disksync.simulate import BlockGenerator
 from disksync.store import ObjectStore
 
@@ -52,3 +56,19 @@ def make_hyperliquid_archive(
         names.append(name)
         seq = end + 1
     return names
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliResult:
+    """``disksync ARGS`` run in this process (the same ``main`` a subprocess runs, without
+    the interpreter start-up; commands that must survive signals are run as subprocesses)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())

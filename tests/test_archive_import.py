@@ -10,7 +10,7 @@ import httpx
 import lz4.frame
 import orjson
 
-from archive_helpers import START, generator, make_archive, make_hyperliquid_archive
+from archive_helpers import START, cli, generator, make_archive, make_hyperliquid_archive
 from conftest import disksync_cmd, scaled
 from disksync.archive.naming import date_name, object_name, run_name
 from disksync.journal import open_journal
@@ -45,10 +45,10 @@ def test_import_is_idempotent_and_reports_missing(tmp_path: Path) -> None:
     assert first.stdout.startswith(f"imported 290 seqs {START + 1}..{START + 300} (0 already")
     assert f"missing upstream: 10 seqs ({START + 151}..{START + 160})" in first.stdout
     assert journaled(journal) == [(s, gen.block_bytes(s)) for s in seqs]
-    again = run("import", str(tmp_path / "root"), "--journal", f"sqlite:{journal}")
+    again = cli("import", str(tmp_path / "root"), "--journal", f"sqlite:{journal}")
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(f"imported 0 seqs {START + 1}..{START + 300} (290 already")
-    ranged = run(
+    ranged = cli(
         "import", str(tmp_path / "root"), "--journal", f"sqlite:{tmp_path / 'k.sqlite'}",
         "--from-seq", str(START + 120), "--to-seq", str(START + 170),
     )  # fmt: skip
@@ -111,13 +111,13 @@ def test_broken_chain_stops_before_the_line(tmp_path: Path) -> None:
     (root / name).parent.mkdir(parents=True)
     (root / name).write_bytes(lz4.frame.compress(b"".join(line + b"\n" for line in lines)))
     journal = tmp_path / "j.sqlite"
-    done = run("import", str(root), "--journal", f"sqlite:{journal}")
+    done = cli("import", str(root), "--journal", f"sqlite:{journal}")
     assert done.returncode == 1
     assert f"continuity broken at seq {START + 31}" in done.stderr and name in done.stderr
     assert [s for s, _ in journaled(journal)] == list(range(START + 1, START + 31))
 
 
 def test_usage_errors(tmp_path: Path) -> None:
-    assert run("import", str(tmp_path)).returncode == 2  # no journal
-    bad = run("import", "gs://x/y", "--journal", f"sqlite:{tmp_path / 'j'}")
+    assert cli("import", str(tmp_path)).returncode == 2  # no journal
+    bad = cli("import", "gs://x/y", "--journal", f"sqlite:{tmp_path / 'j'}")
     assert bad.returncode == 2 and "unknown store" in bad.stderr
