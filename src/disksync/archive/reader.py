@@ -43,6 +43,7 @@ class ReadStats:
     repeats: int = 0
     unparseable_names: int = 0
     current: str = ""  # the object being read (for errors about its lines)
+    current_key: ArchiveKey | None = None  # its key (valid while its lines are yielded)
 
 
 def list_files(store: ObjectStore, stats: ReadStats | None = None) -> list[ArchiveFile]:
@@ -145,6 +146,7 @@ def read_file(
     reader = LineReader(f"{store.url}/{name}")
     if stats is not None:
         stats.current = reader.name
+        stats.current_key = file.key
     seq = file.key.height
     for chunk in store.stream(name):
         if stats is not None:

@@ -93,7 +93,7 @@ def _take(lines: Iterator[tuple[int, bytes]]) -> Batch:
     return batch
 
 
-async def _thread_batches(lines: Iterator[tuple[int, bytes]]) -> AsyncIterator[Batch]:
+async def thread_batches(lines: Iterator[tuple[int, bytes]]) -> AsyncIterator[Batch]:
     """Batches of a blocking iterator, read one batch ahead in a thread."""
     pending = asyncio.ensure_future(asyncio.to_thread(_take, lines))
     try:
@@ -115,7 +115,7 @@ class ArchiveSource:
         self.store = open_store(root, env)
 
     def batches(self, from_seq: int | None, to_seq: int | None) -> AsyncIterator[Batch]:
-        return _thread_batches(read_archive(self.store, from_seq, to_seq))
+        return thread_batches(read_archive(self.store, from_seq, to_seq))
 
     async def close(self) -> None:
         return None
@@ -152,7 +152,7 @@ class DataDirSource:
         self.path = path
 
     def batches(self, from_seq: int | None, to_seq: int | None) -> AsyncIterator[Batch]:
-        return _thread_batches(read_data_dir(self.path, from_seq, to_seq))
+        return thread_batches(read_data_dir(self.path, from_seq, to_seq))
 
     async def close(self) -> None:
         return None
