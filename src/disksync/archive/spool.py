@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import orjson
 from disksync.archive.frames import FrameWriter
 from disksync.archive.manifest import Manifest
 from disksync.archive.naming import date_name, file_end, make_key, run_name
-from disksync.errors import ArchiveError
+from disksync.errors import ArchiveError, ConfigError
 from disksync.hl.meta import block_meta
 
 _READ = 4 * 1024 * 1024
@@ -76,6 +78,10 @@ class Spool:
         self._height: int | None = None  # the open partial file
         self._handle: int | None = None
         self._lines_bytes = 0
+        self._closed_bytes = 0  # complete partial files not sealed yet
+        self._sealed_cache = 0
+        self._sealed_checked = 0.0
+        self._lock = threading.Lock()  # seal (a thread) and add (the loop) share state.json
         self._recover()
 
     # -- resume -------------------------------------------------------------------------------
@@ -85,7 +91,7 @@ class Spool:
         if state_path.exists():
             state = orjson.loads(state_path.read_bytes())
             if state["lines_per_file"] != self.lines_per_file:
-                raise ArchiveError(
+                raise ConfigError(
                     f"spool {self.path} was recorded with --lines-per-file "
                     f"{state['lines_per_file']}, not {self.lines_per_file}"
                 )
@@ -105,12 +111,12 @@ class Spool:
                 self._drop_partial(height)
                 continue
             if self._height is not None:
-                self._seal(self._height)  # an older partial: complete, its seal was cut short
+                self._seal(self._close_open())  # an older partial: complete, seal cut short
             self._height = height
             self._lines_bytes = lines.stat().st_size
-            self.last_seq = height + count
-            if self.last_seq == file_end(height, self.lines_per_file):
-                self._seal(height)
+            self.last_seq = max(self.last_seq or 0, height + count)
+            if height + count == file_end(height, self.lines_per_file):
+                self._seal(self._close_open())
 
     def _cut_torn_line(self, path: Path) -> int:
         """Truncate after the last ``\\n``; return the number of complete lines."""
@@ -135,24 +141,36 @@ class Spool:
 
     # -- receive ------------------------------------------------------------------------------
 
-    def add(self, seq: int, line: bytes, ts_ms: int) -> list[SealedFile]:
-        """Append one line; returns the files this sealed (usually none)."""
-        sealed: list[SealedFile] = []
+    def add(self, seq: int, line: bytes, ts_ms: int) -> list[int]:
+        """Append one line; returns the files this completed (usually none), to be sealed
+        with ``seal`` (in another thread if need be: a complete file is no longer touched)."""
+        closed: list[int] = []
         if self.last_seq is not None and seq <= self.last_seq:
-            return sealed  # a repeat (the feed never sends one; a resumed spool might)
+            return closed  # a repeat (the feed never sends one; a resumed spool might)
         if self.run is None:
             self.run = run_name(ts_ms)
             self._save_state()
         if self._height is not None and self.last_seq is not None and seq != self.last_seq + 1:
-            sealed.append(self._seal(self._height))
+            closed.append(self._close_open())
         if self._height is None:
             self._start(seq, ts_ms)
         self._append(line)
         self.last_seq = seq
         assert self._height is not None
         if seq == file_end(self._height, self.lines_per_file):
-            sealed.append(self._seal(self._height))
-        return sealed
+            closed.append(self._close_open())
+        return closed
+
+    def _close_open(self) -> int:
+        assert self._height is not None
+        height = self._height
+        if self._handle is not None:
+            os.close(self._handle)
+            self._handle = None
+        self._closed_bytes += self._lines_bytes
+        self._height = None
+        self._lines_bytes = 0
+        return height
 
     def _start(self, seq: int, ts_ms: int) -> None:
         height = seq - 1
@@ -194,8 +212,13 @@ class Spool:
             raise
 
     def used_bytes(self) -> int:
-        """What the spool holds: the open partial plus sealed files not yet uploaded."""
-        return self._lines_bytes + self._sealed_bytes()
+        """What the spool holds: partial files plus sealed files not yet uploaded (the
+        directory sizes are summed at most once a second: this runs for every line)."""
+        now = time.monotonic()
+        if now - self._sealed_checked >= 1.0:
+            self._sealed_cache = self._sealed_bytes()
+            self._sealed_checked = now
+        return self._lines_bytes + self._closed_bytes + self._sealed_cache
 
     def _sealed_bytes(self) -> int:
         total = 0
@@ -218,11 +241,15 @@ class Spool:
         for path in (self._partial(height), self._sidecar(height)):
             path.unlink(missing_ok=True)
 
+    def seal(self, height: int) -> SealedFile:
+        """Compress a complete partial file into ``sealed/`` with its manifest."""
+        if height == self._height:
+            self._close_open()
+        return self._seal(height)
+
     def _seal(self, height: int) -> SealedFile:
-        if self._handle is not None and height == self._height:
-            os.close(self._handle)
-            self._handle = None
         assert self.run is not None
+        size = self._partial(height).stat().st_size
         sidecar = orjson.loads(self._sidecar(height).read_bytes())
         key = make_key(self.run, sidecar["date"], height)
         writer = FrameWriter()
@@ -253,22 +280,23 @@ class Spool:
         )
         manifest_path = self.sealed_dir / f"{height}.json"
         _write_atomic(manifest_path, manifest.to_json())
-        self._sealed_last = manifest.last_seq
-        self._save_state()
-        self._drop_partial(height)
-        if height == self._height:
-            self._height = None
-            self._lines_bytes = 0
+        with self._lock:
+            self._sealed_last = max(self._sealed_last or 0, manifest.last_seq)
+            self._save_state()
+            self._drop_partial(height)
+            self._closed_bytes = max(0, self._closed_bytes - size)
+            self._sealed_checked = 0.0
         return SealedFile(height, data_path, manifest_path, manifest)
 
     def _save_state(self) -> None:
+        # called under self._lock from seal, or from add before any seal can run
         state: dict[str, object] = {"run": self.run, "lines_per_file": self.lines_per_file}
         state["last_seq"] = self._sealed_last
         _write_atomic(self.path / "state.json", orjson.dumps(state))
 
     def seal_open(self) -> SealedFile | None:
         """Seal the open partial file now, short (end of a finite source: tests, tools)."""
-        return None if self._height is None else self._seal(self._height)
+        return None if self._height is None else self.seal(self._height)
 
     def pending(self) -> list[SealedFile]:
         """Sealed files waiting for upload, oldest first."""
@@ -278,6 +306,9 @@ class Spool:
             data = manifest_path.with_suffix(".lz4")
             found.append(SealedFile(int(manifest_path.stem), data, manifest_path, manifest))
         return found
+
+    def pending_count(self) -> int:
+        return sum(1 for _ in self.sealed_dir.glob("*.json"))
 
     def uploaded(self, file: SealedFile) -> None:
         file.data.unlink(missing_ok=True)

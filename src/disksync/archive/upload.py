@@ -57,8 +57,8 @@ def write_archive(
     in the spool as a recording's open file does."""
     spool = Spool(spool_dir, lines_per_file, max_bytes=2**62)
     for seq, line, ts_ms in lines:
-        for sealed in spool.add(seq, line, ts_ms):
-            upload(store, spool, sealed)
+        for height in spool.add(seq, line, ts_ms):
+            upload(store, spool, spool.seal(height))
     if complete:
         spool.seal_open()
         for sealed in spool.pending():
