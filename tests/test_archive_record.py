@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from archive_helpers import cli
-from conftest import disksync_cmd, scaled
+from conftest import disksync_cmd, free_port, scaled
 from disksync.archive.compare import compare
 from disksync.archive.manifest import Manifest
 from disksync.archive.naming import parse_object_name
@@ -134,8 +135,12 @@ def test_kill_9_at_random_moments_loses_duplicates_and_changes_nothing(
         proc.wait()
         for name, data in archived(store).items():
             assert seen.setdefault(name, data) == data, f"{name} changed after a kill -9"
-    proc = record(live, str(root), tmp_path / "spool")
+    metrics_port = free_port()
+    proc = record(live, str(root), tmp_path / "spool", "--metrics", f"127.0.0.1:{metrics_port}")
     objects = wait_for(store, len([n for n in seen if n.endswith(".json")]) + 3)
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=scaled(5)).text
+    for name in ("files_uploaded_total", "bytes_uploaded_total", "lag_seconds", "head_seq"):
+        assert f"disksync_record_{name} " in scraped
     code, err = stop(proc)
     assert code == 0, err
     objects = archived(store)
@@ -157,11 +162,11 @@ def test_store_that_fails_and_recovers_then_a_full_spool(
     root = "s3://recorded/archive"
     store = open_store(root, s3.env)  # the test reads behind the proxy
     spool = tmp_path / "spool"
-    proc = record(live, root, spool, env=env)
+    proc = record(live, root, spool, "--upload-retry-max-s", "1", env=env)
     try:
         before = wait_for(store, 2)
         proxy.stop()  # the store is gone: the recorder keeps following the feed into its spool
-        time.sleep(scaled(2))
+        time.sleep(2)
         assert proc.poll() is None
         waiting = sorted((spool / "sealed").glob("*.json"))
         assert waiting, "nothing sealed while the store was down"

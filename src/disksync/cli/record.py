@@ -66,6 +66,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lines-per-file", type=whole_number(1), default=DEFAULT_LINES_PER_FILE, metavar="N"
     )
+    p.add_argument(
+        "--upload-retry-max-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between upload retries (default 60; they start at 1 s, doubling)",
+    )
     p.add_argument("--metrics", default=None, metavar="HOST:PORT", help="Prometheus endpoint")
     p.add_argument("--quiet", action="store_true", help="no progress, no event lines")
     p.set_defaults(run=run)
@@ -89,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if not api_key:
         raise ConfigError("no API key: pass --api-key KEY or set DISKSYNC_API_KEY")
     metrics_at = parse_listen(args.metrics) if args.metrics else None
+    if not 0.1 <= args.upload_retry_max_s <= 3600:
+        raise ConfigError(
+            f"--upload-retry-max-s must be within 0.1..3600, got {args.upload_retry_max_s}"
+        )
     store = open_store(args.to, os.environ)
     _check_spool_root(args.spool, args.to)
     spool = Spool(args.spool, args.lines_per_file, args.spool_max_bytes)
@@ -111,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         spool,
         registry=registry,
         on_event=None if args.quiet else _print_event,
+        retry_initial_s=min(1.0, args.upload_retry_max_s),
+        retry_max_s=args.upload_retry_max_s,
     )
     if metrics_at is not None:
         start_http_server(metrics_at[1], addr=metrics_at[0], registry=registry)

@@ -28,7 +28,7 @@ _CHUNK = 8 * 1024 * 1024
 _RETRY: Any = {
     "max_retries": 2,
     "backoff": {"init_backoff": timedelta(seconds=0.2), "max_backoff": timedelta(seconds=2)},
-    "retry_timeout": timedelta(seconds=10),
+    "retry_timeout": timedelta(seconds=5),
 }
 
 
