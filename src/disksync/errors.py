@@ -12,7 +12,10 @@ configuration, input or protocol error), or a guarantee would break if we went o
     ├── FeedError              client side: the feed refused us for good
     │   ├── Unauthorized       401 or close 1008 (missing, unknown, revoked key)
     │   └── Forbidden          403 (tier not entitled)
-    └── DecodeError            a payload is not a replica command; carries seq and offset
+    ├── DecodeError            a payload is not a replica command; carries seq and offset
+    ├── ArchiveError           an archive object is truncated, corrupt or misnamed (names it)
+    └── StoreError             an object store failed (put, get, list)
+        └── ObjectNotFound     no object by that name
 """
 
 from __future__ import annotations
@@ -88,3 +91,15 @@ class DecodeError(DisksyncError):
         if offset is not None:
             where.append(f"offset {offset}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class ArchiveError(DisksyncError):
+    """An archive object cannot be read as it should: the message names the object."""
+
+
+class StoreError(DisksyncError):
+    """An object store operation failed; the message names the store and the object."""
+
+
+class ObjectNotFound(StoreError):
+    """The object store has no object by that name."""

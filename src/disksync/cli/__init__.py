@@ -30,6 +30,9 @@ COMMANDS: tuple[str, ...] = (
     "tail",
     "simulate",
     "record",
+    "replay",
+    "import_cmd",  # the subcommand is "import" (a Python keyword cannot name the module)
+    "verify",
     "index",
     "latency",
     "analyze",

@@ -1,0 +1,134 @@
+"""One LZ4 frame of ``\\n``-terminated lines, written and read as a stream.
+
+Rules kept here:
+* Pure: bytes in, bytes out; no file or network I/O. Memory is bounded by one LZ4 block (4 MiB)
+  plus one line, whatever the size of the file: nothing holds a whole file.
+* Written frames are standard LZ4 frames (``lz4.frame.decompress`` reads them, as Hyperliquid's
+  tools do) with a content checksum and a checksum per block, so a corrupt block is refused
+  *before* any of its bytes become a line.
+* A line is the node's bytes exactly; the writer adds the ``\\n``, the reader strips it. A frame
+  whose last line has no ``\\n``, that stops before its end mark, that fails a checksum or that
+  has bytes after it is an ``ArchiveError`` naming the object; the lines before the damage were
+  intact and have already been yielded (the caller decides what that means).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+import lz4.frame
+
+from disksync.errors import ArchiveError
+
+BLOCK_SIZE = lz4.frame.BLOCKSIZE_MAX4MB
+
+
+class FrameWriter:
+    """Compress lines into one frame; ``add`` and ``finish`` return the compressed bytes to
+    write next (often empty: LZ4 emits a block once 4 MiB are buffered)."""
+
+    def __init__(self) -> None:
+        self._compressor = lz4.frame.LZ4FrameCompressor(
+            block_size=BLOCK_SIZE, block_checksum=True, content_checksum=True
+        )
+        self.lines_sha256 = hashlib.sha256()
+        self.object_sha256 = hashlib.sha256()
+        self.lines_bytes = 0
+        self.object_bytes = 0
+        self.count = 0
+        self._started = False
+
+    def _out(self, data: bytes) -> bytes:
+        self.object_sha256.update(data)
+        self.object_bytes += len(data)
+        return data
+
+    def _begin(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        begun: bytes = self._compressor.begin()
+        return begun
+
+    def add_raw(self, data: bytes) -> bytes:
+        """Bytes that are already whole ``\\n``-terminated lines (a spool file read back)."""
+        if not data:
+            return b""
+        self.lines_sha256.update(data)
+        self.lines_bytes += len(data)
+        self.count += data.count(b"\n")
+        head = self._begin()
+        compressed: bytes = self._compressor.compress(data)
+        return self._out(head + compressed)
+
+    def add(self, line: bytes) -> bytes:
+        return self.add_raw(line + b"\n")
+
+    def finish(self) -> bytes:
+        head = self._begin()
+        flushed: bytes = self._compressor.flush()
+        return self._out(head + flushed)
+
+
+def compress_lines(lines: Iterable[bytes]) -> bytes:
+    """A whole frame in memory: for tests and small files."""
+    writer = FrameWriter()
+    parts = [writer.add(line) for line in lines]
+    parts.append(writer.finish())
+    return b"".join(parts)
+
+
+class LineReader:
+    """Feed compressed chunks, get complete lines (without ``\\n``); ``finish`` checks the end."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._decompressor = lz4.frame.LZ4FrameDecompressor()
+        self._tail = b""
+        self.lines_sha256 = hashlib.sha256()
+        self.object_sha256 = hashlib.sha256()
+        self.lines_bytes = 0
+        self.object_bytes = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if not chunk:
+            return []
+        self.object_sha256.update(chunk)
+        self.object_bytes += len(chunk)
+        if self._decompressor.eof:
+            raise ArchiveError(f"{self.name}: bytes after the end of the LZ4 frame")
+        try:
+            data: bytes = self._decompressor.decompress(chunk)
+        except RuntimeError as exc:
+            raise ArchiveError(
+                f"{self.name}: corrupt LZ4 data near byte {self.object_bytes}: {exc}"
+            ) from None
+        if self._decompressor.eof and self._decompressor.unused_data:
+            raise ArchiveError(f"{self.name}: bytes after the end of the LZ4 frame")
+        if not data:
+            return []
+        self.lines_sha256.update(data)
+        self.lines_bytes += len(data)
+        if self._tail:
+            data = self._tail + data
+        lines: list[bytes] = data.split(b"\n")
+        self._tail = lines.pop()
+        return lines
+
+    def finish(self) -> None:
+        if not self._decompressor.eof:
+            raise ArchiveError(
+                f"{self.name}: truncated: the LZ4 frame ends without its end mark "
+                f"(after {self.object_bytes} bytes)"
+            )
+        if self._tail:
+            raise ArchiveError(f"{self.name}: the last line has no newline (a torn write)")
+
+
+def iter_lines(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
+    """Every line of one frame, streamed from its compressed chunks."""
+    reader = LineReader(name)
+    for chunk in chunks:
+        yield from reader.feed(chunk)
+    reader.finish()

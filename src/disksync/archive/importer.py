@@ -1,0 +1,160 @@
+"""Archive files into a journal: ``disksync import``'s core.
+
+Rules kept here:
+* Seqs go to the journal in ascending order through ``Journal.append``, so an import is
+  idempotent (seqs already journaled with equal bytes are skipped and counted) and a second
+  import, or a live ``serve`` appending the same journal, is harmless.
+* Continuity is checked on every line (``hl.ContinuityChecker``: height + 1, ``parent_round``
+  = previous ``round``, time never backwards). A height gap is recorded as missing and the
+  import goes on; any other broken link stops the import before that line, with an error
+  naming the seq and the object. A line that is not a block is journaled unchanged (the feed
+  never filters), with ingest time as its ``ts_ms``, and counted.
+* A corrupt or truncated object stops the import, naming the object, with nothing of it
+  journaled when it is at most ``HOLD_BYTES`` uncompressed (its lines wait until its end is
+  checked); of a larger one only lines before the damage, vouched for by block checksums.
+* Reading (a thread: LZ4 and the store are blocking) overlaps appending; memory is bounded by
+  two batches of at most ``batch_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from disksync.archive.reader import ReadStats, list_files, read_archive
+from disksync.entry import Entry
+from disksync.errors import ArchiveError, ConfigError, ConflictError, DecodeError
+from disksync.hl import ContinuityChecker, decode_header
+from disksync.journal.base import Journal
+from disksync.store import ObjectStore
+
+BATCH_BYTES = 8 * 1024 * 1024
+BATCH_LINES = 2000
+HOLD_BYTES = 64 * 1024 * 1024  # objects up to this size are imported all-or-nothing
+
+
+@dataclass(slots=True)
+class ImportReport:
+    appended: int = 0
+    duplicates: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    not_blocks: int = 0
+    read: ReadStats = field(default_factory=ReadStats)
+    total_object_bytes: int = 0
+
+    @property
+    def missing_seqs(self) -> int:
+        return sum(b - a + 1 for a, b in self.missing)
+
+
+@dataclass(slots=True)
+class _Batch:
+    entries: list[Entry]
+    error: BaseException | None = None
+    done: bool = False
+
+
+class _Numbering:
+    """Entries with block times, continuity checked; raises on a broken chain."""
+
+    def __init__(self, report: ImportReport) -> None:
+        self.report = report
+        self.checker = ContinuityChecker()
+        self.previous: int | None = None
+
+    def entry(self, seq: int, line: bytes, now_us: int) -> Entry:
+        if self.previous is not None and seq > self.previous + 1:
+            self.report.missing.append((self.previous + 1, seq - 1))
+            self.checker.reset()
+        self.previous = seq
+        try:
+            header = decode_header(line, seq)
+        except DecodeError:
+            self.report.not_blocks += 1
+            self.checker.reset()
+            return Entry(seq, line, now_us // 1000, now_us)
+        for issue in self.checker.feed(header):
+            if issue.kind != "height_gap":
+                where = self.report.read.current
+                raise ArchiveError(f"{where}: continuity broken at seq {seq}: {issue}")
+        return Entry(seq, line, header.time_ns // 1_000_000, now_us)
+
+
+def _take(lines: Iterator[tuple[int, bytes]], numbering: _Numbering, batch_bytes: int) -> _Batch:
+    entries: list[Entry] = []
+    size = 0
+    now_us = time.time_ns() // 1000
+    try:
+        for seq, line in lines:
+            entries.append(numbering.entry(seq, line, now_us))
+            size += len(line)
+            if size >= batch_bytes or len(entries) >= BATCH_LINES:
+                return _Batch(entries)
+    except Exception as exc:
+        return _Batch(entries, error=exc, done=True)
+    return _Batch(entries, done=True)
+
+
+async def import_archive(
+    store: ObjectStore,
+    journal: Journal,
+    *,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    on_progress: Callable[[ImportReport], None] | None = None,
+    batch_bytes: int = BATCH_BYTES,
+) -> ImportReport:
+    report = ImportReport()
+    files = await asyncio.to_thread(list_files, store)
+    report.total_object_bytes = sum(f.size for f in files)
+    if on_progress is not None:
+        on_progress(report)
+    bounds = await journal.bounds()
+    if bounds.first_seq is not None and (from_seq or 0) < bounds.first_seq:
+        first_in_archive = files[0].key.height + 1 if files else None
+        if first_in_archive is not None and first_in_archive < bounds.first_seq:
+            raise ConfigError(
+                f"the journal already starts at seq {bounds.first_seq}, and a journal only "
+                f"grows forward: the archive's seqs before it cannot be added (import into a "
+                f"new journal, or pass --from-seq {bounds.first_seq} to check the overlap "
+                "and extend it)"
+            )
+    lines = read_archive(store, from_seq, to_seq, report.read, hold_bytes=HOLD_BYTES)
+    numbering = _Numbering(report)
+    pending = asyncio.create_task(asyncio.to_thread(_take, lines, numbering, batch_bytes))
+    try:
+        while True:
+            batch = await pending
+            if not batch.done:
+                pending = asyncio.create_task(
+                    asyncio.to_thread(_take, lines, numbering, batch_bytes)
+                )
+            if batch.entries:
+                await _append(journal, batch.entries, report)
+            if on_progress is not None:
+                on_progress(report)
+            if batch.error is not None:
+                raise batch.error
+            if batch.done:
+                return report
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+async def _append(journal: Journal, entries: list[Entry], report: ImportReport) -> None:
+    try:
+        result = await journal.append(entries)
+    except ConflictError as exc:
+        raise ArchiveError(
+            f"seq {exc.seq}: the archive and the journal disagree ({exc}); nothing was overwritten"
+        ) from None
+    report.appended += result.appended
+    report.duplicates += result.duplicates
+    if report.first_seq is None:
+        report.first_seq = entries[0].seq
+    report.last_seq = entries[-1].seq
