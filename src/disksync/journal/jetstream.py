@@ -133,7 +133,7 @@ class JetStreamJournal:
                 reader = DirectReader(nc, self.api_prefix)
                 await reader.start()
                 self._nc, self._js, self._reader = nc, js, reader
-                self._appender = Appender(self, nc, js)
+                self._appender = Appender(self, nc, js, reader)
                 if self.retention.max_age_s is not None or self.retention.max_bytes is not None:
                     trimmer = Trimmer(self, js, reader)
                     self._trimmer_task = asyncio.create_task(trimmer.run(), name="js-retention")

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
@@ -33,7 +35,7 @@ from disksync.entry import Entry
 from disksync.errors import ConflictError, JournalError
 from disksync.journal import jetstream_wire as wire
 from disksync.journal.base import AppendResult
-from disksync.journal.jetstream_read import assemble, sequence_of
+from disksync.journal.jetstream_read import DirectReader, assemble, sequence_of
 
 if TYPE_CHECKING:
     from disksync.journal.jetstream import JetStreamJournal, StreamState
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = 10071
 _STREAM_EXISTS_DIFFERENTLY = 10058
 _GAP_WAIT_STEP_S = 0.05
+_ACK_TIMEOUT_S = 30.0
 
 
 class _Fenced(Exception):
@@ -50,10 +53,13 @@ class _Fenced(Exception):
 
 
 class Appender:
-    def __init__(self, journal: JetStreamJournal, nc: Client, js: JetStreamContext) -> None:
+    def __init__(
+        self, journal: JetStreamJournal, nc: Client, js: JetStreamContext, inbox: DirectReader
+    ) -> None:
         self._journal = journal
         self._nc = nc
         self._js = js
+        self._inbox = inbox
         self._chunk_size = wire.chunk_size_for(nc.max_payload)
 
     async def _create(self, first_seq: int) -> None:
@@ -194,7 +200,7 @@ class Appender:
     async def _publish(self, entries: list[Entry], last: int) -> int:
         """Publish ``entries`` (the first one > ``last``) with gap markers as needed; the
         number of entries stored. ``_Fenced(n)`` after n were stored, if another writer won."""
-        pending: list[tuple[asyncio.Future[PubAck], Entry | None]] = []
+        pending: list[tuple[asyncio.Future[Msg], Entry | None]] = []
         stored = 0
         expected = last
         subjects = self._journal.subjects
@@ -203,14 +209,12 @@ class Appender:
             nonlocal stored
             for future, entry in pending:
                 try:
-                    ack = await future
-                except nats.js.errors.APIError as exc:
-                    if exc.err_code == _WRONG_LAST_SEQUENCE:
-                        for other, _ in pending:
-                            other.cancel()
-                        pending.clear()
-                        raise _Fenced(stored) from None
-                    raise JournalError(f"publish refused: {exc}") from None
+                    ack = await self._ack(future)
+                except _Fenced:
+                    for other, _ in pending:
+                        other.cancel()
+                    pending.clear()
+                    raise _Fenced(stored) from None
                 if ack.duplicate:
                     # The id was seen within the dedupe window: judged as a repeat later.
                     for other, _ in pending:
@@ -232,9 +236,7 @@ class Appender:
                     entry.seq - 1,
                 )
                 for seq in range(expected + 1, entry.seq):
-                    future = await self._js.publish_async(
-                        subjects.gap, b"", headers=wire.gap_headers(seq)
-                    )
+                    future = await self._inbox.ask(subjects.gap, b"", wire.gap_headers(seq))
                     pending.append((future, None))
             if len(entry.payload) > self._chunk_size:
                 await settle()
@@ -244,8 +246,8 @@ class Appender:
                     raise _Fenced(stored) from None
                 stored += 1
             else:
-                future = await self._js.publish_async(
-                    subjects.cmd, entry.payload, headers=wire.entry_headers(entry)
+                future = await self._inbox.ask(
+                    subjects.cmd, entry.payload, wire.entry_headers(entry)
                 )
                 pending.append((future, entry))
             expected = entry.seq
@@ -257,16 +259,27 @@ class Appender:
         token = secrets.token_hex(6)
         subject = subjects.chunk(entry.seq, token)
         futures = [
-            await self._js.publish_async(subject, part)
+            await self._inbox.ask(subject, part)
             for part in wire.split(entry.payload, self._chunk_size)
         ]
-        acks = [await future for future in futures]
+        acks = [await self._ack(future) for future in futures]
         headers = wire.manifest_headers(entry, acks[0].seq, len(acks), token)
-        try:
-            ack = await self._js.publish(subjects.cmd, b"", headers=headers)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
-                raise _Fenced(0) from None
-            raise JournalError(f"publish refused: {exc}") from None
+        ack = await self._ack(await self._inbox.ask(subjects.cmd, b"", headers))
         if ack.duplicate:
             raise _Fenced(0)
+
+    async def _ack(self, future: asyncio.Future[Msg]) -> PubAck:
+        """The publish's acknowledgement; ``_Fenced`` when the fence refused it."""
+        try:
+            msg = await asyncio.wait_for(future, _ACK_TIMEOUT_S)
+        except TimeoutError:
+            raise JournalError(f"no acknowledgement from JetStream in {_ACK_TIMEOUT_S}s") from None
+        if (msg.headers or {}).get("Status") == "503":
+            raise JournalError(f"no stream takes {self._journal.subjects.cmd} (503)")
+        reply = orjson.loads(msg.data)
+        error = reply.get("error")
+        if error is not None:
+            if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+                raise _Fenced(0)
+            raise JournalError(f"publish refused: {error.get('description', error)}")
+        return PubAck.from_response(reply)

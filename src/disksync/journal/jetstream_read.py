@@ -36,15 +36,33 @@ class DirectReader:
         self._inbox = nc.new_inbox()
         self._tokens = itertools.count()
         self._pending: dict[str, asyncio.Queue[Msg]] = {}
+        self._answers: dict[str, asyncio.Future[Msg]] = {}
         self._subscription: object | None = None
 
     async def start(self) -> None:
         self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._route)
 
     async def _route(self, msg: Msg) -> None:
-        queue = self._pending.get(msg.subject.rsplit(".", 1)[1])
+        token = msg.subject.rsplit(".", 1)[1]
+        queue = self._pending.get(token)
         if queue is not None:
             queue.put_nowait(msg)
+            return
+        answer = self._answers.pop(token, None)
+        if answer is not None and not answer.done():
+            answer.set_result(msg)
+
+    async def ask(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[Msg]:
+        """Send a request; the future holds its one reply. Pipelined: many may be in flight,
+        answered in order (nats-py's own publish_async loses a future on an error reply)."""
+        token = str(next(self._tokens))
+        answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._answers[token] = answer
+        answer.add_done_callback(lambda _: self._answers.pop(token, None))
+        await self._nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
+        return answer
 
     async def batch(
         self,
