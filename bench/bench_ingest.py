@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from disksync.entry import Entry
 from disksync.ingest import Ingest
-from disksync.journal import SqliteOptions, open_journal
+from disksync.journal import SqliteJournal, SqliteOptions, open_journal
 from disksync.simulate import BlockGenerator, write_data_dir
 from disksync.source import SourceMetrics, Tailer, TailerConfig
 
@@ -60,7 +60,7 @@ async def _ingest_until(
     options: SqliteOptions | None = None,
 ) -> tuple[float, list[float]]:
     """Seconds to ingest everything, and the loop's stalls (ms) seen meanwhile."""
-    journal = open_journal(f"sqlite:{journal_path}", sqlite_options=options)
+    journal = SqliteJournal(journal_path, options=options)
     ingest = Ingest(
         journal, data_dir, start="earliest", tailer_config=config, registry=CollectorRegistry()
     )
@@ -225,9 +225,9 @@ async def _latency_run(
             appended_ns[entry.seq] = now
             read_us[entry.seq] = entry.ingest_ts_us
 
-    journal = open_journal(
-        f"sqlite:{data_dir / 'journal.sqlite'}",
-        sqlite_options=SqliteOptions(synchronous=synchronous),  # type: ignore[arg-type]
+    journal = SqliteJournal(
+        data_dir / "journal.sqlite",
+        options=SqliteOptions(synchronous=synchronous),  # type: ignore[arg-type]
     )
     ingest = Ingest(
         journal,
@@ -264,9 +264,9 @@ async def _append_latency(journal_path: Path, synchronous: str, count: int) -> l
     """Reference: one line per ``journal.append`` (what a live line costs), paced 20 ms apart."""
     gen = BlockGenerator(1, MEAN_BYTES, base_height=1)
     lines = [gen.block_bytes(h) for h in range(1, count + 1)]
-    journal = open_journal(
-        f"sqlite:{journal_path}",
-        sqlite_options=SqliteOptions(synchronous=synchronous),  # type: ignore[arg-type]
+    journal = SqliteJournal(
+        journal_path,
+        options=SqliteOptions(synchronous=synchronous),  # type: ignore[arg-type]
     )
     spent: list[float] = []
     try:

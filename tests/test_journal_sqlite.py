@@ -251,7 +251,6 @@ async def test_open_journal_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         await journal.close()
         assert expected.exists()
     for bad in [
-        "nats://127.0.0.1:4222",
         "sqlite:",
         "postgres://x",
         "journal.db",

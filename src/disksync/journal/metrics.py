@@ -36,6 +36,11 @@ class JournalMetrics:
             "append() calls refused: a stored seq with different bytes, or a gap behind the head",
             registry=registry,
         )
+        self.gap_markers = Counter(
+            "disksync_journal_gap_markers",
+            "Heights published as gap markers (JetStream: missing upstream after the grace)",
+            registry=registry,
+        )
         self.trimmed = Counter(
             "disksync_journal_trimmed_entries", "Entries dropped by retention", registry=registry
         )

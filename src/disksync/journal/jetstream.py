@@ -1,0 +1,280 @@
+"""The distributed journal: a NATS JetStream stream whose sequence is the block height.
+
+Rules kept here (the layout is ``jetstream_wire``'s; docs/JOURNAL.md, "JetStream"):
+* Construction does no I/O (``open_journal`` is synchronous): the connection is made on first
+  use, and the first attempt that fails to reach a server within ``connect_timeout_s`` raises
+  ``JournalError`` naming the servers. Once connected, nats-py reconnects forever on its own
+  and every call in between waits for it (logged), so a restarted nats-server is a pause.
+* The stream is created by the first ``append`` (with ``first_seq`` = the first height, so
+  that stream seq == height from the start), never by a reader: a reader of a stream that does
+  not exist yet sees an empty journal and a follower waits for it.
+* ``append``'s fencing, duplicates and gaps are ``jetstream_append``'s; retention (any process
+  opened with limits trims; a purge is idempotent) is ``jetstream_retention``'s. The stream's
+  own limits (``max_age``/``max_bytes`` set by an operator) work too: whatever removed the
+  oldest messages, a read below the first one raises ``RetentionError``.
+* ``follow`` reads in batches (``jetstream_read``) and, once caught up, waits for a writer's
+  tick (a core-NATS message each append sends) or ``poll_interval_s``, whichever comes first:
+  one batch of memory per follower, no server-side consumer to lose on a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StreamInfo
+from prometheus_client import CollectorRegistry
+
+from disksync.entry import Bounds, Entry
+from disksync.errors import JournalError, RetentionError
+from disksync.journal import jetstream_wire as wire
+from disksync.journal.base import AppendResult, Retention
+from disksync.journal.jetstream_append import Appender
+from disksync.journal.jetstream_read import DirectReader, assemble, payload_size, sequence_of
+from disksync.journal.jetstream_retention import Trimmer
+from disksync.journal.metrics import JournalMetrics
+from disksync.nats.url import NatsTarget, connect
+
+log = logging.getLogger(__name__)
+
+FIRST_SEQ_KEY = "disksync_first_seq"  # stream metadata: the height the stream began at
+
+
+@dataclass(frozen=True, slots=True)
+class JetStreamOptions:
+    stream: str = "DISKSYNC"
+    domain: str | None = None  # JetStream domain of the system holding the stream
+    replicas: int = 1
+    gap_grace_s: float = 0.0  # how long a writer waits for another one to fill a gap
+    connect_timeout_s: float = 5.0
+    poll_interval_s: float = 0.25  # follower's wake-up when no tick arrives
+    batch_entries: int = 256
+    batch_bytes: int = 16 << 20
+    retention_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    first_seq: int  # first stored message (entry or gap marker)
+    last_seq: int  # 0 / origin - 1 when the stream holds nothing
+    origin_seq: int  # the height the stream began at
+    messages: int
+    gaps: int
+    bytes: int
+
+    @property
+    def trimmed(self) -> bool:
+        return self.first_seq > self.origin_seq
+
+    @property
+    def empty(self) -> bool:
+        return self.messages == self.gaps
+
+
+def state_of(info: StreamInfo, gap_subject: str) -> StreamState:
+    config_first = info.config.first_seq or 1
+    origin = int((info.config.metadata or {}).get(FIRST_SEQ_KEY, config_first))
+    st = info.state
+    gaps = (st.subjects or {}).get(gap_subject, 0)
+    return StreamState(st.first_seq, st.last_seq, origin, st.messages, gaps, st.bytes)
+
+
+class JetStreamJournal:
+    """The ``Journal`` protocol on a JetStream stream. Use from one event loop; ``close()``."""
+
+    def __init__(
+        self,
+        target: NatsTarget,
+        *,
+        options: JetStreamOptions | None = None,
+        retention: Retention | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.target = target
+        self.options = options or JetStreamOptions()
+        self.subjects = wire.Subjects(self.options.stream)
+        self.retention = retention or Retention()
+        self.metrics = JournalMetrics(registry)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._reader: DirectReader | None = None
+        self._connecting = asyncio.Lock()
+        self._appender: Appender | None = None
+        self._trimmer_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def api_prefix(self) -> str:
+        domain = self.options.domain
+        return f"$JS.{domain}.API" if domain else "$JS.API"
+
+    async def connection(self) -> tuple[Client, JetStreamContext, DirectReader]:
+        if self._closed:
+            raise JournalError("journal is closed")
+        async with self._connecting:
+            if self._nc is None:
+                try:
+                    nc = await asyncio.wait_for(
+                        connect(self.target), self.options.connect_timeout_s
+                    )
+                except (TimeoutError, OSError, nats.errors.Error) as exc:
+                    raise JournalError(
+                        f"cannot reach NATS at {self.target.describe()} within "
+                        f"{self.options.connect_timeout_s:g}s: {exc or type(exc).__name__}"
+                    ) from None
+                js = nc.jetstream(domain=self.options.domain, timeout=10.0)
+                reader = DirectReader(nc, self.api_prefix)
+                await reader.start()
+                self._nc, self._js, self._reader = nc, js, reader
+                self._appender = Appender(self, nc, js, reader)
+                if self.retention.max_age_s is not None or self.retention.max_bytes is not None:
+                    trimmer = Trimmer(self, js, reader)
+                    self._trimmer_task = asyncio.create_task(trimmer.run(), name="js-retention")
+            assert self._js is not None and self._reader is not None
+            return self._nc, self._js, self._reader
+
+    async def state(self) -> StreamState | None:
+        """The stream's state now, ``None`` when it does not exist yet."""
+        _, js, _ = await self.connection()
+        try:
+            info = await js.stream_info(self.options.stream, subjects_filter=self.subjects.gap)
+        except nats.js.errors.NotFoundError:
+            return None
+        return state_of(info, self.subjects.gap)
+
+    async def chunk_bytes(self) -> int:
+        _, js, _ = await self.connection()
+        try:
+            return (await js.stream_info(self.subjects.chunk_stream)).state.bytes
+        except nats.js.errors.NotFoundError:
+            return 0
+
+    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+        for before, after in itertools.pairwise(entries):
+            if after.seq <= before.seq:
+                raise ValueError(f"append needs ascending seqs: {before.seq} then {after.seq}")
+        await self.connection()
+        assert self._appender is not None
+        with self.metrics.append_seconds.time():
+            result = await self._appender.append(entries)
+        return result
+
+    async def bounds(self) -> Bounds:
+        state = await self.state()
+        if state is None or state.empty:
+            return Bounds(None, None, 0, 0)
+        total = state.bytes + await self.chunk_bytes()
+        bounds = Bounds(state.first_seq, state.last_seq, state.messages - state.gaps, total)
+        self.metrics.observe_bounds(bounds)
+        return bounds
+
+    async def _start_of(self, start: int) -> tuple[int, StreamState] | None:
+        state = await self.state()
+        if state is None or state.empty:
+            return None
+        if start < state.first_seq:
+            if state.trimmed:
+                raise RetentionError(start, state.first_seq)
+            start = state.first_seq
+        return start, state
+
+    async def _check_skip(self, expected: int, got: int) -> None:
+        """A batch that starts past ``expected``: gap markers, or retention overtook us."""
+        if got > expected:
+            state = await self.state()
+            if state is not None and state.trimmed and state.first_seq > expected:
+                raise RetentionError(expected, state.first_seq)
+
+    async def read(self, start: int, limit: int, *, max_bytes: int | None = None) -> list[Entry]:
+        if limit <= 0:
+            return []
+        begun = await self._start_of(start)
+        if begun is None:
+            return []
+        position = begun[0]
+        _, _, reader = await self.connection()
+        out: list[Entry] = []
+        used = 0
+        while len(out) < limit:
+            budget = self.options.batch_bytes if max_bytes is None else max_bytes - used
+            msgs = await reader.batch(
+                self.options.stream,
+                position,
+                count=min(limit - len(out), self.options.batch_entries),
+                subject=self.subjects.cmd,
+                max_bytes=max(budget, 0) + 65536,
+            )
+            if not msgs:
+                break
+            await self._check_skip(position, sequence_of(msgs[0]))
+            for msg in msgs:
+                size = payload_size(msg)
+                if max_bytes is not None and out and used + size > max_bytes:
+                    return out
+                out.append(await assemble(reader, self.subjects, msg))
+                used += size
+            position = sequence_of(msgs[-1]) + 1
+        return out
+
+    async def follow(self, start: int) -> AsyncIterator[Entry]:
+        nc, _, reader = await self.connection()
+        wake = asyncio.Event()
+
+        async def on_tick(_msg: object) -> None:
+            wake.set()
+
+        subscription = await nc.subscribe(self.subjects.tick, cb=on_tick)
+        try:
+            position: int | None = None
+            while position is None:
+                wake.clear()
+                begun = await self._start_of(start)
+                if begun is not None:
+                    position = begun[0]
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
+            while True:
+                wake.clear()
+                msgs = await reader.batch(
+                    self.options.stream,
+                    position,
+                    count=self.options.batch_entries,
+                    subject=self.subjects.cmd,
+                    max_bytes=self.options.batch_bytes,
+                )
+                if not msgs:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
+                    continue
+                await self._check_skip(position, sequence_of(msgs[0]))
+                for msg in msgs:
+                    yield await assemble(reader, self.subjects, msg)
+                position = sequence_of(msgs[-1]) + 1
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def tick(self, last_seq: int) -> None:
+        if self._nc is not None:
+            await self._nc.publish(self.subjects.tick, str(last_seq).encode())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._trimmer_task is not None:
+            self._trimmer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer_task
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None

@@ -1,0 +1,285 @@
+"""Appending to the JetStream journal: fenced, idempotent, gap-explicit.
+
+Rules kept here:
+* Entries at or below the stream's last seq are compared with what is stored, before anything
+  is published: equal bytes are duplicates, different bytes (or a gap marker, or nothing, at
+  that height) raise ``ConflictError`` and the call writes nothing. Below the first retained
+  seq they are duplicates (the journal only grows forward; they cannot be checked any more).
+* Every new message carries ``Nats-Expected-Last-Sequence`` = its height − 1, so two writers can
+  never both append a height: the loser's publish is refused (``fenced``), it re-reads the head
+  and judges its remaining entries as repeats. ``Nats-Msg-Id`` = height makes a retried publish
+  a server-side duplicate, which is then compared like any repeat.
+* Publishes are pipelined (acknowledged in order) except around a chunked line, whose chunks
+  must be stored before its manifest names them.
+* A forward jump first waits up to ``gap_grace_s`` for another writer to supply the missing
+  heights; then the heights still missing become gap markers (logged, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, StorageType, StreamConfig
+
+from disksync.entry import Entry
+from disksync.errors import ConflictError, JournalError
+from disksync.journal import jetstream_wire as wire
+from disksync.journal.base import AppendResult
+from disksync.journal.jetstream_read import DirectReader, assemble, sequence_of
+
+if TYPE_CHECKING:
+    from disksync.journal.jetstream import JetStreamJournal, StreamState
+
+log = logging.getLogger(__name__)
+
+_WRONG_LAST_SEQUENCE = 10071
+_STREAM_EXISTS_DIFFERENTLY = 10058
+_GAP_WAIT_STEP_S = 0.05
+_ACK_TIMEOUT_S = 30.0
+
+
+class _Fenced(Exception):
+    """Another writer appended first: re-read the head and go on."""
+
+
+class Appender:
+    def __init__(
+        self, journal: JetStreamJournal, nc: Client, js: JetStreamContext, inbox: DirectReader
+    ) -> None:
+        self._journal = journal
+        self._nc = nc
+        self._js = js
+        self._inbox = inbox
+        self._chunk_size = wire.chunk_size_for(nc.max_payload)
+
+    async def _create(self, first_seq: int) -> None:
+        from disksync.journal.jetstream import FIRST_SEQ_KEY
+
+        options = self._journal.options
+        subjects = self._journal.subjects
+        metadata = {FIRST_SEQ_KEY: str(first_seq)}
+        for config in (
+            StreamConfig(
+                name=subjects.chunk_stream,
+                subjects=[subjects.chunk_all],
+                storage=StorageType.FILE,
+                num_replicas=options.replicas,
+                allow_direct=True,
+            ),
+            StreamConfig(
+                name=options.stream,
+                subjects=[subjects.all],
+                storage=StorageType.FILE,
+                num_replicas=options.replicas,
+                allow_direct=True,
+                first_seq=first_seq,
+                metadata=metadata,
+            ),
+        ):
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                    raise JournalError(f"cannot create stream {config.name}: {exc}") from None
+        log.info("created JetStream stream %s starting at seq %d", options.stream, first_seq)
+
+    async def _head(self, first_seq: int) -> StreamState:
+        state = await self._journal.state()
+        if state is None:
+            await self._create(first_seq)
+            state = await self._journal.state()
+            if state is None:
+                raise JournalError(f"stream {self._journal.options.stream} vanished")
+        return state
+
+    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+        if not entries:
+            bounds = await self._journal.bounds()
+            return AppendResult(0, 0, bounds.last_seq)
+        remaining = list(entries)
+        appended = duplicates = appended_bytes = 0
+        waited_for_gap: int | None = None
+        state = await self._head(entries[0].seq)
+        while remaining:
+            last = state.last_seq
+            old = [e for e in remaining if e.seq <= last]
+            duplicates += await self._judge(old, state)
+            remaining = remaining[len(old) :]
+            if not remaining:
+                break
+            gap_at = last + 1 if remaining[0].seq > last + 1 else None
+            if gap_at is not None and waited_for_gap != remaining[0].seq:
+                waited_for_gap = remaining[0].seq
+                state = await self._wait_for_gap(state, remaining[0].seq)
+                continue
+            done = 0
+            try:
+                done = await self._publish(remaining, last)
+            except _Fenced as fenced:
+                done = fenced.args[0]
+                self._journal.metrics.conflicts.inc()
+                log.info("another writer appended first; re-checking against the head")
+            appended += done
+            appended_bytes += sum(len(e.payload) for e in remaining[:done])
+            remaining = remaining[done:]
+            state = await self._journal.state() or state
+        result = AppendResult(appended, duplicates, state.last_seq if not state.empty else None)
+        metrics = self._journal.metrics
+        metrics.appended.inc(appended)
+        metrics.duplicates.inc(duplicates)
+        if appended:
+            metrics.appended_bytes.inc(appended_bytes)
+            await self._journal.tick(state.last_seq)
+        return result
+
+    async def _judge(self, old: list[Entry], state: StreamState) -> int:
+        """Compare repeats with what is stored; all of them, before anything is written."""
+        if not old:
+            return 0
+        checkable = [e for e in old if e.seq >= state.first_seq]
+        stored = await self._stored(checkable)
+        for entry in checkable:
+            have = stored.get(entry.seq)
+            if have is None:
+                raise ConflictError(entry.seq, f"seq {entry.seq} is a gap behind the head")
+            if have != entry.payload:
+                raise ConflictError(entry.seq)
+        return len(old)
+
+    async def _stored(self, entries: list[Entry]) -> dict[int, bytes]:
+        _, _, reader = await self._journal.connection()
+        wanted = {e.seq for e in entries}
+        found: dict[int, bytes] = {}
+        position = entries[0].seq if entries else 0
+        end = entries[-1].seq if entries else -1
+        while position <= end:
+            msgs = await reader.batch(
+                self._journal.options.stream,
+                position,
+                count=min(end - position + 1, self._journal.options.batch_entries),
+                max_bytes=self._journal.options.batch_bytes,
+            )
+            if not msgs:
+                break
+            for msg in msgs:
+                seq = sequence_of(msg)
+                if seq in wanted and (msg.headers or {}).get("Nats-Subject") == (
+                    self._journal.subjects.cmd
+                ):
+                    found[seq] = (await assemble(reader, self._journal.subjects, msg)).payload
+            position = sequence_of(msgs[-1]) + 1
+        return found
+
+    async def _wait_for_gap(self, state: StreamState, wanted: int) -> StreamState:
+        grace = self._journal.options.gap_grace_s
+        if grace > 0:
+            log.warning(
+                "heights %d..%d are missing: waiting up to %.1fs for another writer",
+                state.last_seq + 1,
+                wanted - 1,
+                grace,
+            )
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_GAP_WAIT_STEP_S)
+            newer = await self._journal.state()
+            if newer is not None and newer.last_seq >= wanted - 1:
+                return newer
+        return await self._journal.state() or state
+
+    async def _publish(self, entries: list[Entry], last: int) -> int:
+        """Publish ``entries`` (the first one > ``last``) with gap markers as needed; the
+        number of entries stored. ``_Fenced(n)`` after n were stored, if another writer won."""
+        pending: list[tuple[asyncio.Future[Msg], Entry | None]] = []
+        stored = 0
+        expected = last
+        subjects = self._journal.subjects
+
+        async def settle() -> None:
+            nonlocal stored
+            for future, entry in pending:
+                try:
+                    ack = await self._ack(future)
+                except _Fenced:
+                    for other, _ in pending:
+                        other.cancel()
+                    pending.clear()
+                    raise _Fenced(stored) from None
+                if ack.duplicate:
+                    # The id was seen within the dedupe window: judged as a repeat later.
+                    for other, _ in pending:
+                        other.cancel()
+                    pending.clear()
+                    raise _Fenced(stored)
+                if entry is not None:
+                    stored += 1
+            pending.clear()
+
+        for entry in entries:
+            if entry.seq > expected + 1:
+                missing = entry.seq - expected - 1
+                self._journal.metrics.gap_markers.inc(missing)
+                log.warning(
+                    "publishing %d gap marker(s) for heights %d..%d",
+                    missing,
+                    expected + 1,
+                    entry.seq - 1,
+                )
+                for seq in range(expected + 1, entry.seq):
+                    future = await self._inbox.ask(subjects.gap, b"", wire.gap_headers(seq))
+                    pending.append((future, None))
+            if len(entry.payload) > self._chunk_size:
+                await settle()
+                try:
+                    await self._publish_chunked(entry)
+                except _Fenced:
+                    raise _Fenced(stored) from None
+                stored += 1
+            else:
+                future = await self._inbox.ask(
+                    subjects.cmd, entry.payload, wire.entry_headers(entry)
+                )
+                pending.append((future, entry))
+            expected = entry.seq
+        await settle()
+        return stored
+
+    async def _publish_chunked(self, entry: Entry) -> None:
+        subjects = self._journal.subjects
+        token = secrets.token_hex(6)
+        subject = subjects.chunk(entry.seq, token)
+        futures = [
+            await self._inbox.ask(subject, part)
+            for part in wire.split(entry.payload, self._chunk_size)
+        ]
+        acks = [await self._ack(future) for future in futures]
+        headers = wire.manifest_headers(entry, acks[0].seq, len(acks), token)
+        ack = await self._ack(await self._inbox.ask(subjects.cmd, b"", headers))
+        if ack.duplicate:
+            raise _Fenced(0)
+
+    async def _ack(self, future: asyncio.Future[Msg]) -> PubAck:
+        """The publish's acknowledgement; ``_Fenced`` when the fence refused it."""
+        try:
+            msg = await asyncio.wait_for(future, _ACK_TIMEOUT_S)
+        except TimeoutError:
+            raise JournalError(f"no acknowledgement from JetStream in {_ACK_TIMEOUT_S}s") from None
+        if (msg.headers or {}).get("Status") == "503":
+            raise JournalError(f"no stream takes {self._journal.subjects.cmd} (503)")
+        reply = orjson.loads(msg.data)
+        error = reply.get("error")
+        if error is not None:
+            if error.get("err_code") == _WRONG_LAST_SEQUENCE:
+                raise _Fenced(0)
+            raise JournalError(f"publish refused: {error.get('description', error)}")
+        return PubAck.from_response(reply)

@@ -1,0 +1,225 @@
+"""The JetStream journal: the shared contract against a real nats-server, plus what only a
+distributed log can show — stream seq == height, lines larger than max_payload, a restarted
+server, two writers racing.
+
+One nats-server per module (``nats_server``), a fresh stream per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from conftest import scaled
+from disksync.entry import Entry
+from disksync.errors import ConfigError, ConflictError, JournalError
+from disksync.journal import JetStreamJournal, JetStreamOptions, Retention, open_journal
+from disksync.nats.url import parse_nats_url
+from journal_contract import (
+    JournalContract,
+    JournalFactory,
+    collect,
+    make_entries,
+    make_entry,
+    payload_for,
+    stored,
+)
+from nats_server import NatsServer, fresh_name, nats_server
+
+__all__ = ["nats_server"]
+
+FAST = {"retention_interval_s": 0.05, "poll_interval_s": 0.05}
+
+
+def opener(server: NatsServer, stream: str, **options: float) -> JetStreamJournal:
+    return JetStreamJournal(
+        parse_nats_url(server.url, allowed=()),
+        options=JetStreamOptions(stream=stream, **{**FAST, **options}),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def journal_factory(nats_server: NatsServer) -> AsyncIterator[JournalFactory]:
+    stream = fresh_name("J")
+    opened: list[JetStreamJournal] = []
+
+    async def factory(retention: Retention | None = None) -> JetStreamJournal:
+        journal = JetStreamJournal(
+            parse_nats_url(nats_server.url, allowed=()),
+            options=JetStreamOptions(stream=stream, **FAST),  # type: ignore[arg-type]
+            retention=retention,
+        )
+        opened.append(journal)
+        return journal
+
+    yield factory
+    for journal in opened:
+        await journal.close()
+
+
+class TestJetStreamJournalContract(JournalContract):
+    pass
+
+
+def test_nats_urls_carry_the_backend_options() -> None:
+    journal = open_journal("nats://u:p@127.0.0.1:4222,127.0.0.2:4223?stream=S1&gap_grace_s=2.5")
+    assert isinstance(journal, JetStreamJournal)
+    assert journal.options.stream == "S1"
+    assert journal.options.gap_grace_s == 2.5
+    assert journal.target.servers == ("nats://127.0.0.1:4222", "nats://127.0.0.2:4223")
+    assert (journal.target.user, journal.target.password) == ("u", "p")
+    assert journal.target.describe() == "nats://127.0.0.1:4222,nats://127.0.0.2:4223"
+    secure = open_journal("tls://tok@h.example:4443?domain=hub")
+    assert isinstance(secure, JetStreamJournal)
+    assert secure.target.tls and secure.target.token == "tok"
+    assert secure.api_prefix == "$JS.hub.API"
+    assert journal.options.stream == "S1"
+    assert open_journal("nats://h:1").options.stream == "DISKSYNC"  # type: ignore[attr-defined]
+    for bad in [
+        "nats://",
+        "nats://h:x",
+        "nats://h:1?stream=a.b",
+        "nats://h:1?synchronous=full",
+        "nats://h:1?gap_grace_s=-1",
+        "nats://h:1?creds=/nonexistent.creds",
+    ]:
+        with pytest.raises(ConfigError):
+            open_journal(bad)
+
+
+async def raw_stream(server: NatsServer, stream: str) -> list[tuple[int, str]]:
+    """(stream seq, subject) of every message as nats-server itself stores them."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            out.append((seq, msg.subject))
+        return out
+    finally:
+        await nc.close()
+
+
+async def test_stream_seq_is_the_height_and_a_gap_is_an_explicit_marker(
+    nats_server: NatsServer,
+) -> None:
+    stream = fresh_name("H")
+    journal = opener(nats_server, stream)
+    try:
+        await journal.append([make_entry(1000), make_entry(1001), make_entry(1004)])
+        await journal.append(make_entries(1005, 1005, size=3 * 1024 * 1024))  # chunked
+        assert [e.seq for e in await journal.read(0, 10)] == [1000, 1001, 1004, 1005]
+        assert (await journal.read(1005, 1))[0].payload == payload_for(1005, 3 * 1024 * 1024)
+    finally:
+        await journal.close()
+    cmd, gap = f"disksync.{stream}.cmd", f"disksync.{stream}.gap"
+    assert await raw_stream(nats_server, stream) == [
+        (1000, cmd),
+        (1001, cmd),
+        (1002, gap),
+        (1003, gap),
+        (1004, cmd),
+        (1005, cmd),
+    ]
+
+
+async def test_two_writers_racing_store_each_height_once(nats_server: NatsServer) -> None:
+    stream = fresh_name("R")
+    writers = [opener(nats_server, stream) for _ in range(2)]
+    try:
+
+        async def write(journal: JetStreamJournal, order: list[int]) -> int:
+            appended = 0
+            for first in order:
+                result = await journal.append(make_entries(first, first + 49, size=200))
+                appended += result.appended
+            return appended
+
+        forward = list(range(1, 2001, 50))
+        counts = await asyncio.gather(write(writers[0], forward), write(writers[1], forward))
+        assert sum(counts) == 2000  # every height written by exactly one of them
+        got = await writers[0].read(1, 5000)
+        assert stored(got) == stored(make_entries(1, 2000, size=200))
+        # A different line for a taken height: refused, the first one stays.
+        with pytest.raises(ConflictError):
+            await writers[1].append([Entry(2000, b"other bytes", 0, 0)])
+        assert (await writers[0].read(2000, 1))[0].payload == payload_for(2000, 200)
+    finally:
+        for journal in writers:
+            await journal.close()
+    assert [seq for seq, _ in await raw_stream(nats_server, stream)] == list(range(1, 2001))
+
+
+async def test_a_gap_waits_for_another_writer_within_the_grace(nats_server: NatsServer) -> None:
+    stream = fresh_name("G")
+    ahead = opener(nats_server, stream, gap_grace_s=scaled(10))
+    behind = opener(nats_server, stream)
+    try:
+        await behind.append(make_entries(1, 10))
+        # ``ahead`` lost heights 11..19 (its node rewound and came back at 20).
+        pending = asyncio.create_task(ahead.append(make_entries(20, 25)))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        await behind.append(make_entries(11, 21))  # the other node supplies them
+        result = await pending
+        assert (result.appended, result.duplicates, result.last_seq) == (4, 2, 25)
+        assert [e.seq for e in await ahead.read(1, 100)] == list(range(1, 26))
+        assert ahead.metrics.gap_markers._value.get() == 0
+    finally:
+        await ahead.close()
+        await behind.close()
+
+
+async def test_a_gap_nobody_fills_becomes_markers_after_the_grace(
+    nats_server: NatsServer,
+) -> None:
+    stream = fresh_name("M")
+    journal = opener(nats_server, stream, gap_grace_s=0.3)
+    try:
+        await journal.append(make_entries(1, 3))
+        await journal.append(make_entries(8, 9))
+        assert [e.seq for e in await journal.read(1, 100)] == [1, 2, 3, 8, 9]
+        assert journal.metrics.gap_markers._value.get() == 4
+    finally:
+        await journal.close()
+
+
+async def test_server_kill9_and_restart_under_a_writer_and_a_follower(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    stream = fresh_name("K")
+    writer = opener(server, stream)
+    follower_journal = opener(server, stream)
+    try:
+        await writer.append(make_entries(1, 100, size=500))
+        follower = asyncio.create_task(collect(follower_journal, 1, 400, timeout=60))
+
+        async def write_through_restart() -> None:
+            seq = 101
+            while seq <= 400:
+                try:
+                    await writer.append(make_entries(seq, seq + 9, size=500))
+                    seq += 10
+                except JournalError:
+                    await asyncio.sleep(0.05)  # the server is down: the ingest retries
+                await asyncio.sleep(0.005)
+
+        writing = asyncio.create_task(write_through_restart())
+        await asyncio.sleep(0.3)
+        server.kill9()
+        await asyncio.sleep(0.5)
+        server.start()
+        await writing
+        got = await follower
+        assert [e.seq for e in got] == list(range(1, 401))
+        assert stored(got) == stored(make_entries(1, 400, size=500))
+    finally:
+        await writer.close()
+        await follower_journal.close()
+        server.stop()
