@@ -97,3 +97,74 @@ def _serve_log(tmp_path: Path, env: dict[str, str]) -> str:
 def test_serve_tunes_the_allocator_unless_told_not_to(tmp_path: Path) -> None:
     assert "allocator=tuned" in _serve_log(tmp_path / "a", {})
     assert "allocator" not in _serve_log(tmp_path / "b", {"DISKSYNC_TUNE_ALLOCATOR": "false"})
+
+
+BURST_THEN_IDLE = """
+import asyncio, os, sys
+from concurrent.futures import ThreadPoolExecutor
+from disksync.cli.allocator import TrimPolicy, hand_back_memory, keep_frame_memory, resident_bytes
+
+MiB = 1 << 20
+print(keep_frame_memory({}).value)
+idle = resident_bytes()
+
+def burst(seed: int) -> list[bytes]:
+    # Frames of a replay burst, with small survivors between them (as a storm leaves sessions'
+    # state behind), so the freed memory is not at the top of the heap and is kept.
+    keep, frames = [], []
+    for i in range(120):
+        frames.append(os.urandom(1) * (900_000 + seed * 1000 + i))
+        keep.append(bytes(64))
+    del frames
+    return keep
+
+with ThreadPoolExecutor(4) as pool:  # worker threads: several arenas, as to_thread gives
+    survivors = list(pool.map(burst, range(8)))
+high = resident_bytes()
+
+async def main() -> None:
+    policy = TrimPolicy(growth_bytes=64 * MiB, min_interval_s=0, low=idle)  # started idle
+    if sys.argv[1] == "trim":
+        try:
+            await asyncio.wait_for(hand_back_memory(policy, check_s=0.05), 1.0)
+        except TimeoutError:
+            pass
+    else:
+        await asyncio.sleep(1.0)
+
+asyncio.run(main())
+print(idle // MiB, high // MiB, resident_bytes() // MiB)
+"""
+
+
+@glibc_only
+@pytest.mark.parametrize("mode", ["trim", "no-trim"])
+def test_memory_is_handed_back_after_a_burst(mode: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BURST_THEN_IDLE, mode],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        env=_without_malloc_settings(),
+    )
+    assert result.returncode == 0, result.stderr
+    outcome, idle, high, after = result.stdout.split()
+    assert outcome == AllocatorTuning.TUNED.value
+    assert int(high) - int(idle) > 150, (idle, high)  # the burst really kept memory
+    if mode == "trim":
+        # Back near idle: of ~425 MB kept, ~50 MB stays (the survivors' pages, thread arenas).
+        assert int(after) - int(idle) < (int(high) - int(idle)) / 4, (idle, high, after)
+    else:  # the reference: without the trim the tuned allocator keeps it
+        assert int(after) - int(idle) > 150, (idle, high, after)
+
+
+def test_trim_policy_waits_for_growth_and_spaces_trims() -> None:
+    from disksync.cli.allocator import MiB, TrimPolicy
+
+    policy = TrimPolicy(growth_bytes=64 * MiB, min_interval_s=30)
+    assert not policy.due(100 * MiB, 0.0)
+    assert not policy.due(150 * MiB, 1.0)  # under the margin: steady serving is left alone
+    assert policy.due(170 * MiB, 2.0)
+    policy.trimmed(110 * MiB, 2.0)
+    assert not policy.due(400 * MiB, 10.0)  # a second burst within the interval waits
+    assert policy.due(400 * MiB, 32.0)

@@ -11,6 +11,14 @@ Rules kept here:
 * glibc only: elsewhere (musl, macOS) there is no ``mallopt`` and nothing is changed.
 * An operator's own choice wins: if ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a
   ``glibc.malloc`` tunable for either is in the environment, nothing is changed.
+* Memory is handed back after a burst (``hand_back_memory``, issue 13 item 8): the kept
+  memory is per arena and a burst (a reconnect storm, a replay of MB blocks on worker threads)
+  touches many arenas, so a server could stay at ~855 MB long after. Every ``TRIM_CHECK_S`` the
+  resident size is compared with the lowest seen since the last trim; once it is
+  ``TRIM_GROWTH_BYTES`` above it, and at most once per ``TRIM_MIN_INTERVAL_S``, ``malloc_trim(0)``
+  (in a worker thread: it walks every arena) returns the free pages of every arena. Steady
+  serving stays under the growth margin, so the tuning's point (no page faults per frame)
+  holds; the policy (``TrimPolicy``) is pure and tested alone.
 * Process-wide, so only the command layer calls it (``cli/serve.run_serve``, which ``serve``
   and ``demo`` share), never the library: once, after the settings are validated (a bad one
   stays a one-line error) and before the journal and the feed start; the outcome is logged.
@@ -18,9 +26,16 @@ Rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import enum
+import logging
+import math
+import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 # Allocations below this come from the heap and are reused; larger ones (a frame of a 8 MB
@@ -28,6 +43,10 @@ MiB = 1024 * 1024
 MMAP_THRESHOLD_BYTES = 16 * MiB
 # Free memory kept at the top of each heap before it is returned to the kernel.
 TRIM_BYTES = 32 * MiB
+
+TRIM_CHECK_S = 5.0
+TRIM_GROWTH_BYTES = 64 * MiB
+TRIM_MIN_INTERVAL_S = 30.0
 
 _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -69,4 +88,68 @@ def _glibc_mallopt() -> Callable[[int, int], int] | None:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     result: Callable[[int, int], int] = mallopt
+    return result
+
+
+@dataclass(slots=True)
+class TrimPolicy:
+    """When to hand memory back: resident size ``growth_bytes`` above the lowest seen since the
+    last trim, at most once per ``min_interval_s`` (pure: sizes and clock passed in)."""
+
+    growth_bytes: int = TRIM_GROWTH_BYTES
+    min_interval_s: float = TRIM_MIN_INTERVAL_S
+    low: int | None = None
+    last_trim_at: float = -math.inf
+
+    def due(self, rss: int, now: float) -> bool:
+        self.low = rss if self.low is None else min(self.low, rss)
+        return (
+            rss - self.low >= self.growth_bytes and now - self.last_trim_at >= self.min_interval_s
+        )
+
+    def trimmed(self, rss_after: int, now: float) -> None:
+        self.low = rss_after
+        self.last_trim_at = now
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def hand_back_memory(policy: TrimPolicy | None = None, check_s: float = TRIM_CHECK_S) -> None:
+    """Forever: trim the C heap when ``policy`` says so (returns at once if not glibc)."""
+    trim = _glibc_malloc_trim()
+    if trim is None:
+        return
+    policy = policy or TrimPolicy()
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(check_s)
+        try:
+            before = resident_bytes()  # procfs: answered from memory, never blocks on a disk
+        except OSError:
+            return  # no /proc: nothing to measure against
+        if not policy.due(before, loop.time()):
+            continue
+        await asyncio.to_thread(trim, 0)
+        after = resident_bytes()
+        policy.trimmed(after, loop.time())
+        log.info(
+            "memory handed back",
+            extra={"rss_before_mb": before // MiB, "rss_after_mb": after // MiB},
+        )
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        process = ctypes.CDLL(None)
+        trim = process.malloc_trim
+        process.gnu_get_libc_version  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    result: Callable[[int], int] = trim
     return result

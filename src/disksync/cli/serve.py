@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from disksync.cli.allocator import keep_frame_memory
+from disksync.cli.allocator import AllocatorTuning, hand_back_memory, keep_frame_memory
 from disksync.cli.common import event_loop_runner, settings_from
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
@@ -197,6 +197,7 @@ async def run_serve(
     check_plaintext(
         server_config.host, tls=ssl_context is not None, allow_plaintext=settings.allow_plaintext
     )
+    outcome = AllocatorTuning.NOT_GLIBC
     if settings.tune_allocator:  # once the settings are known good: process-wide
         outcome = keep_frame_memory(os.environ)
         log.info("allocator thresholds", extra={"allocator": outcome.value})
@@ -234,6 +235,8 @@ async def run_serve(
                 group.create_task(ingest.run(), name="ingest")
                 group.create_task(_progress(ingest), name="progress")
             feed_task = group.create_task(feed.run(), name="feed")
+            if outcome is AllocatorTuning.TUNED:  # what the tuning keeps, a burst hands back
+                group.create_task(hand_back_memory(), name="memory-trim")
             await stop.wait()
             # Graceful: every feed client gets 1000 {"next_seq":N} before anything is cancelled.
             feed.stop()
