@@ -8,6 +8,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,13 +216,30 @@ def test_empty_store_adopts_a_new_secret(tmp_path: Path) -> None:
         assert store.authenticate_cached(new.api_key, feed=True).ok
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files")
 def test_unreadable_secret_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     open_keystore(None, state).close()
     (state / "keys.secret").chmod(0)
-    with pytest.raises(KeyStoreError, match="cannot read"):
-        open_keystore(None, state)
+    if os.geteuid() != 0:
+        with pytest.raises(KeyStoreError, match="cannot read"):
+            open_keystore(None, state)
+        return
+    # Root reads a mode-000 file through CAP_DAC_OVERRIDE: open the store in a child that has
+    # dropped it (setpriv, util-linux), so the read really fails as it does for a service user.
+    dropped = "-dac_override,-dac_read_search"
+    probe = (
+        "import sys; from pathlib import Path; from disksync.errors import KeyStoreError\n"
+        "from disksync.keys import open_keystore\n"
+        "try:\n    open_keystore(None, Path(sys.argv[1]))\n"
+        "except KeyStoreError as exc:\n    print(exc); sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}",
+         sys.executable, "-c", probe, str(state)],
+        capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "cannot read key secret" in done.stdout
 
 
 def test_racing_secret_creation_agrees(tmp_path: Path) -> None:
