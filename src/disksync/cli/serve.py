@@ -167,6 +167,8 @@ def server_config_from(settings: ServeSettings, ssl_context: ssl.SSLContext | No
         frame_cache_bytes=settings.frame_cache_bytes,
         max_clients=settings.max_clients,
         metrics_enabled=settings.metrics,
+        auth_failure_burst=settings.auth_failure_burst,
+        auth_failure_per_s=settings.auth_failure_per_s,
     )
 
 

@@ -32,6 +32,7 @@ from disksync.journal.base import Journal
 from disksync.keys import SqliteKeyStore
 from disksync.protocol import encode_error_body, encode_replica_cmd
 from disksync.ratelimit import RateLimiter
+from disksync.server.auth_throttle import AuthGate
 from disksync.server.handshake import (
     Headers,
     Rejected,
@@ -87,6 +88,7 @@ class ApiContext:
 
     journal: Journal
     keys: SqliteKeyStore
+    auth: AuthGate  # the key check behind the per-address failure throttle
     rate_limiter: RateLimiter
     metrics: ServerMetrics
     registry: CollectorRegistry
@@ -97,8 +99,11 @@ class ApiContext:
     public_url: Callable[[], str]
 
 
-async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers) -> Response:
-    """Route one non-upgrade request through ``ROUTES``. Rejections become JSON errors."""
+async def handle(
+    ctx: ApiContext, method: bytes, target: bytes, headers: Headers, peer: str = ""
+) -> Response:
+    """Route one non-upgrade request through ``ROUTES``. Rejections become JSON errors.
+    ``peer`` is the source address (failed keys are throttled per address)."""
     path = target.split(b"?", 1)[0].decode("ascii", "replace")
     found = match(ROUTES, path)
     route_name = found[0].path if found is not None else "other"
@@ -117,7 +122,7 @@ async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers
         query = parse_target(target, route.query_names).query
         tier = None
         if route.auth:
-            tier, limit_headers = await _authorize(ctx, headers, query)
+            tier, limit_headers = await _authorize(ctx, headers, query, peer)
         response = await route.handler(ctx, query, path_param, tier)
     except Rejected as exc:
         response = error_response(exc.rejection)
@@ -133,12 +138,12 @@ async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers
 
 
 async def _authorize(
-    ctx: ApiContext, headers: Headers, query: dict[str, str]
+    ctx: ApiContext, headers: Headers, query: dict[str, str], peer: str
 ) -> tuple[str, list[tuple[str, str]]]:
     """The key's tier and the rate limiter's headers, or a ``Rejected``."""
     if not ctx.sessions.ready:
         raise Rejected(Rejection(503, "not_ready", "the server is starting or stopping"))
-    result = await ctx.keys.authenticate(api_key_from(headers, query), feed=False)
+    result = await ctx.auth.authenticate(peer, api_key_from(headers, query), feed=False)
     if not result.ok or result.record is None:
         raise Rejected(Rejection(result.status, str(result.code), result.message))
     tier = str(result.record.tier)
