@@ -40,7 +40,7 @@ from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
 from disksync.server.session import FeedSession
 from disksync.server.sessions import Sessions
-from disksync.server.tls_gate import TlsSettings, start_tls
+from disksync.server.tls_gate import TlsSettings, handshake, wrap
 from disksync.server.upgrade import AdmissionContext, admit, check_capacity
 
 log = logging.getLogger(__name__)
@@ -99,17 +99,26 @@ class Connection(asyncio.Protocol):
         self._writable.set()
         self._lost = False
         self.peer = ""  # the source address: failed keys are throttled per address
+        self._handshake: asyncio.Future[None] | None = None  # TLS (tls_gate.py)
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=self.config.high_water)
-        transport.pause_reading()
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and peername:
             self.peer = str(peername[0])
+        tls = self.ctx.tls
+        if tls is not None:
+            # TLS from the first byte, so the connection is registered (and counted against
+            # max_pending) while its handshake runs; self.transport is the TLS one from here.
+            self.transport, self._handshake = wrap(
+                transport, self, tls.context, tls.handshake_timeout_s
+            )
+            transport = self.transport
+        transport.set_write_buffer_limits(high=self.config.high_water)
+        transport.pause_reading()
         self.ctx.registry.adopt(self)
 
     def data_received(self, data: bytes) -> None:
@@ -162,24 +171,19 @@ class Connection(asyncio.Protocol):
             self.ctx.registry.forget(self)
 
     async def _start_tls(self) -> bool:
-        """TLS over the accepted connection, which already counts as pending (tls_gate.py)."""
-        tls = self.ctx.tls
-        raw = self.transport
-        assert tls is not None and raw is not None
+        """Wait for the TLS handshake, at most ``max_tls_handshakes`` at once (tls_gate.py)."""
+        tls, done = self.ctx.tls, self._handshake
+        assert tls is not None and done is not None and self.transport is not None
         evicted = tls.gate.begin(self)
         if evicted:
             self.ctx.metrics.tls_handshakes_evicted.inc(evicted)
         try:
-            secured = await start_tls(raw, self, tls.context, tls.handshake_timeout_s)
+            ok = await handshake(self.transport, done)
         finally:
             tls.gate.end(self)
-        if secured is None:
+        if not ok:
             self._lost = True
-            return False
-        self.transport = secured
-        secured.set_write_buffer_limits(high=self.config.high_water)
-        secured.pause_reading()
-        return True
+        return ok
 
     async def _serve(self) -> None:
         timeout = self.config.handshake_timeout_s

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from asyncio import sslproto
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -82,25 +83,50 @@ class HandshakeGate:
         self._running.pop(conn, None)
 
 
-async def start_tls(
+def wrap(
     transport: asyncio.Transport,
-    protocol: asyncio.BaseProtocol,
+    protocol: asyncio.Protocol,
     context: ssl.SSLContext,
     timeout_s: float,
-) -> asyncio.Transport | None:
-    """The TLS transport over ``transport``, or None when the handshake failed or timed out
-    (the TCP connection is then closed)."""
+) -> tuple[asyncio.Transport, asyncio.Future[None]]:
+    """Put TLS over a just-accepted ``transport`` at once, inside ``connection_made``: the TLS
+    transport for ``protocol`` and a future done when the handshake is (its exception when the
+    handshake failed or passed its deadline; the connection is then aborted).
+
+    This is ``loop.start_tls`` without its gap: start_tls switches protocols a loop iteration
+    after it is called, and under uvloop the ClientHello that arrives meanwhile goes to the old
+    protocol (the handshake then never completes). Done synchronously here, no byte can arrive
+    in between, under asyncio's loop and uvloop alike. The TLS layer is asyncio's own
+    ``SSLProtocol`` (what ``create_server(ssl=...)`` uses), on either loop."""
     loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    ssl_protocol = sslproto.SSLProtocol(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=True,
+        call_connection_made=False,
+        ssl_handshake_timeout=timeout_s,  # type: ignore[arg-type]  # a float works (typeshed: int)
+    )
+    transport.set_protocol(ssl_protocol)
+    ssl_protocol.connection_made(transport)
+    # The transport create_server(ssl=...) would hand the protocol (no public name for it).
+    app: asyncio.Transport = ssl_protocol._get_app_transport()  # type: ignore[attr-defined]
+    return app, waiter
+
+
+async def handshake(tls: asyncio.Transport, done: asyncio.Future[None]) -> bool:
+    """Wait for the handshake; False (and the connection aborted) when it did not succeed."""
     try:
-        tls = await loop.start_tls(
-            transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout_s
-        )
+        await done
     except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError) as exc:
         # A scanner, a client of the wrong protocol, or a flood: nothing to log per connection.
         log.debug("TLS handshake failed: %s", type(exc).__name__)
-        transport.abort()
-        return None
-    if tls is None:
-        transport.abort()
-        return None
-    return tls
+        tls.abort()
+        return False
+    if tls.is_closing():
+        # Aborted mid-handshake (evicted, or the peer left) after the waiter was woken.
+        tls.abort()
+        return False
+    return True
