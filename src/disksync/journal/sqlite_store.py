@@ -188,6 +188,19 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
     return int(busy), int(log_frames), int(done)
 
 
+def truncate_wal(conn: sqlite3.Connection, wait_ms: int = 1000) -> int:
+    """Copy the whole WAL into the database and truncate it to zero bytes, waiting at most
+    ``wait_ms`` for readers on older snapshots (appends wait meanwhile, so not the writer's
+    usual 30 s); returns SQLite's busy flag (1: not done, try again after the next commit)."""
+    (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+    try:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+    return int(busy)
+
+
 def data_version(conn: sqlite3.Connection) -> int:
     """Changes whenever another connection (in any process) commits to the file."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
