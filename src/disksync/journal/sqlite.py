@@ -40,8 +40,9 @@ from typing import Any, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from disksync.diskspace import describe, is_disk_full
 from disksync.entry import Bounds, Entry
-from disksync.errors import ConflictError, JournalError
+from disksync.errors import ConflictError, DiskFullError, JournalError
 from disksync.journal import sqlite_store as store
 from disksync.journal.base import AppendResult, Retention
 from disksync.journal.metrics import JournalMetrics
@@ -318,7 +319,13 @@ class SqliteJournal:
         assert self._loop is not None
         try:
             return await self._loop.run_in_executor(self._writer, job)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            if is_disk_full(exc, self.path):
+                # SQLite rolled the transaction back: nothing of it is stored, and the same
+                # append can be retried once there is space.
+                raise DiskFullError(f"journal {self.path}: {describe(self.path)}") from exc
+            if isinstance(exc, OSError):
+                raise
             raise JournalError(f"journal {self.path}: {exc}") from exc
 
     def _background_checkpoint(self) -> tuple[int, int, int]:

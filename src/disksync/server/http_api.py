@@ -161,9 +161,13 @@ async def _authorize(
 
 
 async def _healthz(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
-    if ctx.sessions.ready:
-        return json_response({"status": "ok"})
-    return json_response({"status": "unavailable"}, 503)
+    if not ctx.sessions.ready:
+        return json_response({"status": "unavailable"}, 503)
+    source = ctx.source()
+    if source.ingest != "ok":
+        # Still serving what is journaled (200), but nothing new arrives: say why.
+        return json_response({"status": "degraded", "ingest": source.ingest})
+    return json_response({"status": "ok"})
 
 
 async def _metrics(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
@@ -185,7 +189,12 @@ async def _status(ctx: ApiContext, query: Query, param: str | None, tier: str | 
         {
             "first_seq": bounds.first_seq,
             "head_seq": bounds.last_seq,
-            "source": {"state": source.state, "age_ms": source.age_ms, "file": file},
+            "source": {
+                "state": source.state,
+                "age_ms": source.age_ms,
+                "file": file,
+                "ingest": source.ingest,
+            },
             "clients": ctx.sessions.count(),
             "region": ctx.region,
         }
@@ -302,6 +311,11 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "state": {"enum": ["live", "stalled", "starting", "absent"]},
                     "age_ms": {"type": ["integer", "null"]},
+                    "ingest": {
+                        "enum": ["ok", "disk_full"],
+                        "description": "disk_full: the journal's disk is full; what is "
+                        "journaled is served, new commands wait for space",
+                    },
                     "file": {
                         "type": ["string", "null"],
                         "description": "the node file being read; null except for operator "
@@ -367,7 +381,9 @@ ROUTES: tuple[Route[ApiContext, Response], ...] = (
     Route(
         "/healthz",
         "health",
-        "200 when serving, 503 otherwise (no key)",
+        "200 when serving ({status: ok}, or {status: degraded, ingest: disk_full} while "
+        "the journal's disk is full: journaled commands are served, new ones wait), 503 "
+        "otherwise (no key)",
         _healthz,
         auth=False,
         ok={"description": "serving"},

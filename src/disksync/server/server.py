@@ -134,6 +134,7 @@ class FeedServer:
         self.port: int | None = None
         self.bound = asyncio.Event()
         self._stop = asyncio.Event()
+        self._stop_code: int = CloseCode.NORMAL
         self._tg: asyncio.TaskGroup | None = None
         self._listener: asyncio.Server | None = None
         self._connections: dict[Connection, None] = {}
@@ -195,8 +196,12 @@ class FeedServer:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Begin a graceful shutdown (safe to call from a signal handler, more than once)."""
+    def stop(self, code: int = CloseCode.NORMAL) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler, more than once).
+        Feed clients are closed ``code`` with ``{"next_seq":N}``: 1000 for a deploy, 1011
+        when the process stops because some other part of it failed (SPEC §3.3)."""
+        if not self._stop.is_set():
+            self._stop_code = code
         self._stop.set()
 
     async def start(self) -> None:
@@ -270,7 +275,7 @@ class FeedServer:
         self.sessions.stopping = True
         listener.close()
         for session in self.sessions.all():
-            session.close(CloseCode.NORMAL)
+            session.close(self._stop_code)
         for conn in tuple(self._connections):
             if conn.session is None and not conn.busy and conn.transport is not None:
                 conn.transport.close()
@@ -340,6 +345,7 @@ class FeedServer:
                 head_seq=self.fanout.head_seq,
                 source="live" if source.state == "live" else "stalled",
                 source_age_ms=source.age_ms,
+                ingest=None if source.ingest == "ok" else source.ingest,
             ),
         )
 
