@@ -23,7 +23,6 @@ from disksync.entry import Entry
 from disksync.journal import open_journal
 from test_server_support import close_of, recv_seqs, running_server
 
-PAGE_SIZE = 65536  # the journal's page size (docs/JOURNAL.md)
 BLOB = 200_000  # > one page: SQLite chains overflow pages, whose first 4 bytes link the chain
 
 
@@ -46,9 +45,11 @@ def _fetch(request: urllib.request.Request) -> tuple[int, bytes]:
 
 def _break_overflow_chain(path: Path, blob: bytes) -> None:
     data = path.read_bytes()
-    offset = data.find(blob[20_000:20_064])  # inside the blob's first overflow page
+    page_size = int.from_bytes(data[16:18]) or 65536  # the file header's (1 means 65536)
+    page_size = 65536 if page_size == 1 else page_size
+    offset = data.find(blob[20_000:20_064])  # inside one of the blob's overflow pages
     assert offset > 0, "entry not found in the database file (still in the WAL?)"
-    page_start = offset - offset % PAGE_SIZE
+    page_start = offset - offset % page_size
     with path.open("r+b") as fh:
         fh.seek(page_start)
         fh.write(struct.pack(">I", 0x7FFF_FFF0))  # next-page link past the end of the file

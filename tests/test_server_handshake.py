@@ -171,7 +171,11 @@ async def test_not_a_websocket_request_on_root(tmp_path: Path) -> None:
 
 async def test_half_open_flood_does_not_starve_real_clients(tmp_path: Path) -> None:
     async with running_server(
-        tmp_path, preload=entries(1, 3), max_pending=20, handshake_timeout_s=scaled(2)
+        tmp_path,
+        preload=entries(1, 3),
+        max_pending=20,
+        handshake_timeout_s=scaled(2),
+        defer_accept_s=0,  # idle sockets reach the server too (the next tests: TCP_DEFER_ACCEPT)
     ) as h:
         idle = [await asyncio.open_connection("127.0.0.1", h.port) for _ in range(60)]
         partial = []
@@ -195,9 +199,26 @@ async def test_half_open_flood_does_not_starve_real_clients(tmp_path: Path) -> N
 
 
 async def test_handshake_timeout_closes_a_silent_socket(tmp_path: Path) -> None:
-    async with running_server(tmp_path, handshake_timeout_s=0.3) as h:
+    # defer_accept_s=0: the kernel hands the silent socket over at once (see the next test).
+    async with running_server(tmp_path, handshake_timeout_s=0.3, defer_accept_s=0) as h:
         reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
         try:
             assert await asyncio.wait_for(reader.read(100), scaled(5)) == b""
         finally:
             writer.close()
+
+
+async def test_a_socket_that_sends_nothing_is_never_handed_to_the_server(tmp_path: Path) -> None:
+    """TCP_DEFER_ACCEPT (the default): silent sockets stay in the kernel, costing us no file
+    descriptor and no pending slot, while clients that speak are served."""
+    async with running_server(tmp_path, preload=entries(1, 2)) as h:
+        silent = [await asyncio.open_connection("127.0.0.1", h.port) for _ in range(50)]
+        try:
+            response = await raw_request(
+                h.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert status_of(response) == 200
+            assert not h.server._connections, len(h.server._connections)
+        finally:
+            for _, writer in silent:
+                writer.close()

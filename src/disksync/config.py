@@ -120,6 +120,9 @@ class ServeSettings:
     # HTTP rate limits per tier over the defaults, e.g. "basic=5/20,pro=unlimited"
     # (RATE per second / BURST); see ratelimit.parse_tier_limits and docs/KEYS.md.
     rate_limits: str | None = None
+    # failed authentications per source address before 429 auth_throttled (server/auth_throttle)
+    auth_failure_burst: PositiveInt = 20
+    auth_failure_per_s: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
         """Reject values that would make the process spin, hang or never serve, at build time."""

@@ -48,8 +48,11 @@ class SourceStatus:
 
     ``state`` is ``live`` while the node wrote within the stall threshold, ``stalled`` after,
     ``starting`` before the first line, ``absent`` in edge mode (no local source).
+    ``ingest`` is ``ok``, or ``disk_full`` while the ingest waits for space (the source then
+    reads ``stalled``: nothing new reaches the feed).
     """
 
     state: str
     age_ms: int | None
     file: str | None
+    ingest: str = "ok"  # "disk_full" while the journal's disk is full (appends wait)

@@ -37,6 +37,11 @@ class JournalError(DisksyncError):
     """The journal failed to store or read commands."""
 
 
+class DiskFullError(JournalError):
+    """The journal's disk is full: nothing was written; the same append may be retried once
+    there is space (the ingest waits and retries; readers keep going)."""
+
+
 class ConflictError(JournalError):
     """An append carried a seq already journaled with different bytes."""
 

@@ -122,17 +122,25 @@ SourceState = Literal["live", "stalled"]
 
 
 def encode_heartbeat(
-    ts_ms: int, *, head_seq: int | None, source: SourceState, source_age_ms: int | None
+    ts_ms: int,
+    *,
+    head_seq: int | None,
+    source: SourceState,
+    source_age_ms: int | None,
+    ingest: str | None = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "heartbeat",
-            "ts_ms": ts_ms,
-            "head_seq": head_seq,
-            "source": source,
-            "source_age_ms": source_age_ms,
-        }
-    )
+    """``ingest`` (e.g. ``disk_full``) is added only when the ingest is not ok, so the usual
+    heartbeat is the SPEC's, byte for byte."""
+    message: dict[str, object] = {
+        "type": "heartbeat",
+        "ts_ms": ts_ms,
+        "head_seq": head_seq,
+        "source": source,
+        "source_age_ms": source_age_ms,
+    }
+    if ingest is not None:
+        message["ingest"] = ingest
+    return orjson.dumps(message)
 
 
 def encode_error_body(code: str, message: str, **extra: int | str) -> bytes:
@@ -278,6 +286,7 @@ class Heartbeat(msgspec.Struct, tag_field="type", tag="heartbeat"):
     head_seq: int | None = None
     source: str = "live"
     source_age_ms: int | None = None
+    ingest: str = "ok"  # "disk_full": the server serves what is journaled, ingest waits
 
 
 class UnknownMessage(msgspec.Struct):

@@ -24,6 +24,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from disksync.errors import ConfigError, SourceError
 from disksync.ingest import Ingest, IngestStats, first_failure
 from disksync.journal import Retention, open_journal
 from disksync.keys import open_keystore
+from disksync.protocol import CloseCode
 from disksync.ratelimit import RateLimiter, parse_tier_limits
 from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
 from disksync.source import TailerConfig, check_data_dir
@@ -167,6 +169,8 @@ def server_config_from(settings: ServeSettings, ssl_context: ssl.SSLContext | No
         frame_cache_bytes=settings.frame_cache_bytes,
         max_clients=settings.max_clients,
         metrics_enabled=settings.metrics,
+        auth_failure_burst=settings.auth_failure_burst,
+        auth_failure_per_s=settings.auth_failure_per_s,
     )
 
 
@@ -231,10 +235,10 @@ async def run_serve(
         async with asyncio.TaskGroup() as group:
             if listening is not None:
                 group.create_task(_relay(feed.bound, listening), name="listening")
-            if ingest is not None:
-                group.create_task(ingest.run(), name="ingest")
-                group.create_task(_progress(ingest), name="progress")
             feed_task = group.create_task(feed.run(), name="feed")
+            if ingest is not None:
+                group.create_task(_closing_feed_on_failure(ingest.run(), feed, feed_task))
+                group.create_task(_progress(ingest), name="progress")
             if outcome is AllocatorTuning.TUNED:  # what the tuning keeps, a burst hands back
                 group.create_task(hand_back_memory(), name="memory-trim")
             await stop.wait()
@@ -250,6 +254,20 @@ async def run_serve(
         feed.close()
         await keys.aclose()
         await journal.close()
+
+
+async def _closing_feed_on_failure(
+    work: Coroutine[Any, Any, None], feed: FeedServer, feed_task: asyncio.Task[None]
+) -> None:
+    """Run ``work``; if it fails, close every feed client 1011 ``{"next_seq":N}`` (SPEC §3.3)
+    before the error ends the process, instead of dropping their TCP connections."""
+    try:
+        await work
+    except Exception:
+        log.error("stopping: closing feed clients 1011 with next_seq")
+        feed.stop(CloseCode.INTERNAL)
+        await asyncio.wait([feed_task])
+        raise
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

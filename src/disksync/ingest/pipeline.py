@@ -29,14 +29,16 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from disksync.entry import Entry, SourceStatus
-from disksync.errors import ConflictError, RetentionError
-from disksync.journal.base import Journal
+from disksync.errors import ConflictError, DiskFullError, RetentionError
+from disksync.journal.base import AppendResult, Journal
 from disksync.source import SourceMetrics, Tailer, TailerConfig
 
 log = logging.getLogger(__name__)
 
 _QUEUE_BATCHES = 2
 _BatchQueue = asyncio.Queue[list[Entry] | Exception]
+# While the journal's disk is full the same append is retried, first soon, then every 5 s.
+DISK_FULL_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 _LOG_EVERY_S = 1.0  # at most one conflict / late-line log record per second (then a summary)
 
 
@@ -75,6 +77,12 @@ class IngestMetrics:
         self.source_age = Gauge(
             "disksync_source_age_seconds",
             "Time since the node last wrote its replica log (newest file mtime)",
+            registry=registry,
+        )
+        self.disk_full = Gauge(
+            "disksync_ingest_disk_full",
+            "1 while the journal's disk is full and the ingest waits for space (the feed "
+            "serves what is journaled meanwhile)",
             registry=registry,
         )
         self.lag = Gauge(
@@ -142,16 +150,25 @@ class Ingest:
         self._last_seq: int | None = None
         self._lag_ms: int | None = None
         self._lines = self._bytes = self._duplicates = self._conflicts = self._gap_seqs = 0
+        self._disk_full: str | None = None  # the error while waiting for space
         self._conflict_log = _Throttle(_LOG_EVERY_S)
         self._late_log = _Throttle(_LOG_EVERY_S)
         self._metrics.lag.set_function(lambda: (self._lag_ms or 0) / 1000)
         self._metrics.source_age.set_function(lambda: (self.status().age_ms or 0) / 1000)
 
     def status(self) -> SourceStatus:
-        """Freshness of the node's log, for heartbeats and ``/v1/status``."""
+        """Freshness of the node's log, for heartbeats and ``/v1/status``; ``ingest`` is
+        ``disk_full`` while appends wait for space."""
         if self._tailer is None:
             return SourceStatus("starting", None, None)
-        return self._tailer.status(self._stall_after_s)
+        status = self._tailer.status(self._stall_after_s)
+        if self._disk_full is not None:
+            return SourceStatus("stalled", status.age_ms, status.file, ingest="disk_full")
+        return status
+
+    @property
+    def disk_full(self) -> str | None:
+        return self._disk_full
 
     def stats(self) -> IngestStats:
         tailer = self._tailer
@@ -239,9 +256,36 @@ class Ingest:
         if fresh:
             await self._append(fresh)
 
+    async def _append_when_space(self, entries: list[Entry]) -> AppendResult:
+        """Append, waiting out a full disk: the same batch is retried until it is stored (a
+        failed append stored nothing), so nothing is lost or reordered; the reader blocks on
+        the bounded queue meanwhile, and the node's files still hold every line."""
+        attempt = 0
+        while True:
+            try:
+                result = await self._journal.append(entries)
+            except DiskFullError as exc:
+                if self._disk_full is None:
+                    log.error(
+                        "journal disk full: ingest waits for space (serving what is journaled)"
+                        " - %s",
+                        exc,
+                        extra={"next_seq": entries[0].seq},
+                    )
+                    self._metrics.disk_full.set(1)
+                self._disk_full = str(exc)
+                await asyncio.sleep(DISK_FULL_RETRY_S[min(attempt, len(DISK_FULL_RETRY_S) - 1)])
+                attempt += 1
+                continue
+            if self._disk_full is not None:
+                log.info("journal disk has space again: ingest resumed at seq %d", entries[0].seq)
+                self._disk_full = None
+                self._metrics.disk_full.set(0)
+            return result
+
     async def _append(self, entries: list[Entry]) -> None:
         try:
-            result = await self._journal.append(entries)
+            result = await self._append_when_space(entries)
         except ConflictError as exc:
             # Only another writer on the same journal can get here (repeats were filtered):
             # sort the batch out entry by entry against what is journaled now.

@@ -55,6 +55,12 @@ class JournalMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
             registry=registry,
         )
+        self.wal_truncations = Counter(
+            "disksync_journal_wal_truncations",
+            "Truncating checkpoints run because the WAL passed wal_max_bytes (the background "
+            "checkpoints fell behind)",
+            registry=registry,
+        )
         self.first_seq = Gauge(
             "disksync_journal_first_seq", "Oldest seq held (-1: empty)", registry=registry
         )

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from disksync.diskspace import describe, is_disk_full
 from disksync.entry import Bounds, Entry
-from disksync.errors import ConflictError, JournalError, RetentionError
+from disksync.errors import ConflictError, DiskFullError, JournalError, RetentionError
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x44534A4C  # "DSJL": marks the file as a disksync journal
@@ -100,7 +101,7 @@ def connect(path: Path, *, synchronous: str, page_size: int, mmap_size: int) -> 
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        raise _open_error(path, exc) from exc
     try:
         conn.execute("PRAGMA busy_timeout = 30000")
         version = _check_identity(conn, path)
@@ -113,11 +114,22 @@ def connect(path: Path, *, synchronous: str, page_size: int, mmap_size: int) -> 
             raise JournalError(f"journal {path}: cannot switch to WAL mode (got {mode!r})")
     except sqlite3.Error as exc:
         conn.close()
+        if is_disk_full(exc, path):
+            raise _open_error(path, exc) from exc
         raise JournalError(f"journal {path} is not usable: {exc}") from exc
     except JournalError:
         conn.close()
         raise
     return conn
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    if is_disk_full(exc, path):
+        return DiskFullError(
+            f"cannot open journal {path}: {describe(path)} (SQLite: {exc}); free space there "
+            "or point --state-dir/--journal at another disk"
+        )
+    return JournalError(f"cannot open journal {path}: {exc}")
 
 
 def _check_identity(conn: sqlite3.Connection, path: Path) -> int:
@@ -186,6 +198,19 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
     returns (busy, wal frames, frames checkpointed)."""
     busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return int(busy), int(log_frames), int(done)
+
+
+def truncate_wal(conn: sqlite3.Connection, wait_ms: int = 1000) -> int:
+    """Copy the whole WAL into the database and truncate it to zero bytes, waiting at most
+    ``wait_ms`` for readers on older snapshots (appends wait meanwhile, so not the writer's
+    usual 30 s); returns SQLite's busy flag (1: not done, try again after the next commit)."""
+    (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+    try:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+    return int(busy)
 
 
 def data_version(conn: sqlite3.Connection) -> int:

@@ -127,8 +127,11 @@ class CachedKeyStore:
 
     async def authenticate(self, api_key: str | None, *, feed: bool) -> AuthResult:
         """Like ``authenticate_cached`` after ``refresh()``: with the default
-        ``max_staleness_s=0`` a key revoked before this call arrived is always refused."""
-        await self.refresh()
+        ``max_staleness_s=0`` a key revoked before this call arrived is always refused.
+        A missing or malformed key is refused at once: its answer cannot depend on the store,
+        so a client sending garbage costs no store check (and no HMAC)."""
+        if api_key and plausible_key(api_key):
+            await self.refresh()
         return self.authenticate_cached(api_key, feed=feed)
 
     # -- async (server) ---------------------------------------------------------------------

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import enum
 import hmac
+import math
 import secrets
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,9 +27,11 @@ KEY_ID_PREFIX = "k_"
 KEY_RANDOM_BYTES = 32  # token_urlsafe(32) gives 43 URL-safe characters (256 bits)
 KEY_ID_CHARS = 10
 _KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-# A presented key longer than this is rejected before hashing: an attacker must not make us
-# HMAC megabytes per request.
-MAX_PRESENTED_KEY_CHARS = 256
+# Every key new_api_key() makes: the prefix and token_urlsafe's 43 characters (no padding).
+# A presented key of any other shape is refused before hashing (plausible_key): an attacker
+# must not make us HMAC megabytes, or anything at all, per request.
+KEY_CHARS = len(KEY_PREFIX) + math.ceil(KEY_RANDOM_BYTES * 4 / 3)
+_KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 DEFAULT_MAX_CONNECTIONS = 5  # 0 means unlimited
 DIGEST_INDEX_BYTES = 8
 
@@ -70,8 +74,14 @@ def key_digest(secret: bytes, api_key: str) -> bytes:
 
 
 def plausible_key(api_key: str) -> bool:
-    """Cheap shape check before hashing; the prefix is public, so checking it leaks nothing."""
-    return api_key.startswith(KEY_PREFIX) and len(api_key) <= MAX_PRESENTED_KEY_CHARS
+    """Cheap shape check before hashing: the public prefix, then exactly the characters
+    ``new_api_key`` makes (the shape is public, so checking it leaks nothing). Anything else is
+    refused without an HMAC and without a key store check."""
+    return (
+        len(api_key) == KEY_CHARS
+        and api_key.startswith(KEY_PREFIX)
+        and _KEY_ALPHABET.issuperset(api_key[len(KEY_PREFIX) :])
+    )
 
 
 class UnknownKeyIdError(KeyStoreError):

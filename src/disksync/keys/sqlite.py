@@ -32,6 +32,7 @@ from typing import Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from disksync.diskspace import describe, is_disk_full
 from disksync.errors import ConfigError, KeyStoreError
 from disksync.keys.cache import CachedKeyStore
 from disksync.keys.model import (
@@ -172,7 +173,7 @@ class SqliteKeyStore(CachedKeyStore):
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
         except (OSError, sqlite3.Error) as exc:
-            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+            raise self._open_error(exc) from None
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             identity = _identify(conn, self.path)  # before the first write
@@ -183,7 +184,7 @@ class SqliteKeyStore(CachedKeyStore):
             version = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
         except sqlite3.Error as exc:
             conn.close()
-            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+            raise self._open_error(exc) from None
         except KeyStoreError:
             conn.close()
             raise
@@ -191,6 +192,14 @@ class SqliteKeyStore(CachedKeyStore):
             conn.close()
             raise KeyStoreError(f"key store {self.path} has an unsupported schema version")
         return conn
+
+    def _open_error(self, exc: BaseException) -> KeyStoreError:
+        if is_disk_full(exc, self.path):
+            return KeyStoreError(
+                f"cannot open key store {self.path}: {describe(self.path)} ({exc}); free space"
+                " there or point --state-dir/--keys at another disk"
+            )
+        return KeyStoreError(f"cannot open key store {self.path}: {exc}")
 
     def _check_readonly(self) -> None:
         conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)

@@ -40,6 +40,7 @@ from disksync.server.http_api import ApiContext
 from disksync.server.metrics import ServerMetrics
 from disksync.server.session import FeedSession
 from disksync.server.sessions import Sessions
+from disksync.server.tls_gate import TlsSettings, handshake, wrap
 from disksync.server.upgrade import AdmissionContext, admit, check_capacity
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ConnectionContext:
     admission: AdmissionContext
     fanout: Fanout
     feed_timing: Timing  # heartbeat_s: the default when the client does not ask
+    tls: TlsSettings | None = None  # TLS starts on the accepted TCP connection (tls_gate.py)
 
 
 class Connection(asyncio.Protocol):
@@ -96,12 +98,25 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._lost = False
+        self.peer = ""  # the source address: failed keys are throttled per address
+        self._handshake: asyncio.Future[None] | None = None  # TLS (tls_gate.py)
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and peername:
+            self.peer = str(peername[0])
+        tls = self.ctx.tls
+        if tls is not None:
+            # TLS from the first byte, so the connection is registered (and counted against
+            # max_pending) while its handshake runs; self.transport is the TLS one from here.
+            self.transport, self._handshake = wrap(
+                transport, self, tls.context, tls.handshake_timeout_s
+            )
+            transport = self.transport
         transport.set_write_buffer_limits(high=self.config.high_water)
         transport.pause_reading()
         self.ctx.registry.adopt(self)
@@ -144,7 +159,8 @@ class Connection(asyncio.Protocol):
 
     async def run(self) -> None:
         try:
-            await self._serve()
+            if self.ctx.tls is None or await self._start_tls():
+                await self._serve()
         except _Closed:
             pass
         except Exception:
@@ -153,6 +169,21 @@ class Connection(asyncio.Protocol):
             if self.transport is not None and self.session is None:
                 self.transport.abort() if self._lost else self.transport.close()
             self.ctx.registry.forget(self)
+
+    async def _start_tls(self) -> bool:
+        """Wait for the TLS handshake, at most ``max_tls_handshakes`` at once (tls_gate.py)."""
+        tls, done = self.ctx.tls, self._handshake
+        assert tls is not None and done is not None and self.transport is not None
+        evicted = tls.gate.begin(self)
+        if evicted:
+            self.ctx.metrics.tls_handshakes_evicted.inc(evicted)
+        try:
+            ok = await handshake(self.transport, done)
+        finally:
+            tls.gate.end(self)
+        if not ok:
+            self._lost = True
+        return ok
 
     async def _serve(self) -> None:
         timeout = self.config.handshake_timeout_s
@@ -269,7 +300,7 @@ class Connection(asyncio.Protocol):
 
     async def _respond_http(self, request: h11.Request) -> bool:
         response = await http_api.handle(
-            self.ctx.api, request.method, request.target, request.headers
+            self.ctx.api, request.method, request.target, request.headers, self.peer
         )
         if response.status >= 400:
             self.ctx.metrics.rejections.labels(str(response.status)).inc()
@@ -338,7 +369,7 @@ class Connection(asyncio.Protocol):
             timing=timing,
         )
         try:
-            record, bounds_first = await admit(ctx.admission, feed)
+            record, bounds_first = await admit(ctx.admission, feed, self.peer)
             check_capacity(ctx.admission, record.id, record.max_connections)
             key_id = record.id
         except Rejected as exc:

@@ -32,6 +32,7 @@ from disksync.journal.base import Journal
 from disksync.keys import SqliteKeyStore
 from disksync.protocol import encode_error_body, encode_replica_cmd
 from disksync.ratelimit import RateLimiter
+from disksync.server.auth_throttle import AuthGate
 from disksync.server.handshake import (
     Headers,
     Rejected,
@@ -87,6 +88,7 @@ class ApiContext:
 
     journal: Journal
     keys: SqliteKeyStore
+    auth: AuthGate  # the key check behind the per-address failure throttle
     rate_limiter: RateLimiter
     metrics: ServerMetrics
     registry: CollectorRegistry
@@ -97,8 +99,11 @@ class ApiContext:
     public_url: Callable[[], str]
 
 
-async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers) -> Response:
-    """Route one non-upgrade request through ``ROUTES``. Rejections become JSON errors."""
+async def handle(
+    ctx: ApiContext, method: bytes, target: bytes, headers: Headers, peer: str = ""
+) -> Response:
+    """Route one non-upgrade request through ``ROUTES``. Rejections become JSON errors.
+    ``peer`` is the source address (failed keys are throttled per address)."""
     path = target.split(b"?", 1)[0].decode("ascii", "replace")
     found = match(ROUTES, path)
     route_name = found[0].path if found is not None else "other"
@@ -117,7 +122,7 @@ async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers
         query = parse_target(target, route.query_names).query
         tier = None
         if route.auth:
-            tier, limit_headers = await _authorize(ctx, headers, query)
+            tier, limit_headers = await _authorize(ctx, headers, query, peer)
         response = await route.handler(ctx, query, path_param, tier)
     except Rejected as exc:
         response = error_response(exc.rejection)
@@ -133,12 +138,12 @@ async def handle(ctx: ApiContext, method: bytes, target: bytes, headers: Headers
 
 
 async def _authorize(
-    ctx: ApiContext, headers: Headers, query: dict[str, str]
+    ctx: ApiContext, headers: Headers, query: dict[str, str], peer: str
 ) -> tuple[str, list[tuple[str, str]]]:
     """The key's tier and the rate limiter's headers, or a ``Rejected``."""
     if not ctx.sessions.ready:
         raise Rejected(Rejection(503, "not_ready", "the server is starting or stopping"))
-    result = await ctx.keys.authenticate(api_key_from(headers, query), feed=False)
+    result = await ctx.auth.authenticate(peer, api_key_from(headers, query), feed=False)
     if not result.ok or result.record is None:
         raise Rejected(Rejection(result.status, str(result.code), result.message))
     tier = str(result.record.tier)
@@ -156,9 +161,13 @@ async def _authorize(
 
 
 async def _healthz(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
-    if ctx.sessions.ready:
-        return json_response({"status": "ok"})
-    return json_response({"status": "unavailable"}, 503)
+    if not ctx.sessions.ready:
+        return json_response({"status": "unavailable"}, 503)
+    source = ctx.source()
+    if source.ingest != "ok":
+        # Still serving what is journaled (200), but nothing new arrives: say why.
+        return json_response({"status": "degraded", "ingest": source.ingest})
+    return json_response({"status": "ok"})
 
 
 async def _metrics(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
@@ -180,7 +189,12 @@ async def _status(ctx: ApiContext, query: Query, param: str | None, tier: str | 
         {
             "first_seq": bounds.first_seq,
             "head_seq": bounds.last_seq,
-            "source": {"state": source.state, "age_ms": source.age_ms, "file": file},
+            "source": {
+                "state": source.state,
+                "age_ms": source.age_ms,
+                "file": file,
+                "ingest": source.ingest,
+            },
             "clients": ctx.sessions.count(),
             "region": ctx.region,
         }
@@ -297,6 +311,11 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "state": {"enum": ["live", "stalled", "starting", "absent"]},
                     "age_ms": {"type": ["integer", "null"]},
+                    "ingest": {
+                        "enum": ["ok", "disk_full"],
+                        "description": "disk_full: the journal's disk is full; what is "
+                        "journaled is served, new commands wait for space",
+                    },
                     "file": {
                         "type": ["string", "null"],
                         "description": "the node file being read; null except for operator "
@@ -362,7 +381,9 @@ ROUTES: tuple[Route[ApiContext, Response], ...] = (
     Route(
         "/healthz",
         "health",
-        "200 when serving, 503 otherwise (no key)",
+        "200 when serving ({status: ok}, or {status: degraded, ingest: disk_full} while "
+        "the journal's disk is full: journaled commands are served, new ones wait), 503 "
+        "otherwise (no key)",
         _healthz,
         auth=False,
         ok={"description": "serving"},

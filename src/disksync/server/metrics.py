@@ -89,6 +89,19 @@ class ServerMetrics:
             "Unexpected errors confined to one connection (closed 1011)",
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "disksync_auth_failures",
+            "Failed authentications by reason (missing_key, unknown_key, malformed_key, "
+            "revoked_key) and requests refused 429 because their address failed too often "
+            "(throttled)",
+            ["reason"],
+            registry=registry,
+        )
+        self.tls_handshakes_evicted = Counter(
+            "disksync_tls_handshakes_evicted",
+            "TLS handshakes aborted because too many were in progress (max_tls_handshakes)",
+            registry=registry,
+        )
         self.pending_evicted = Counter(
             "disksync_http_pending_evicted",
             "Connections dropped because too many had not completed a request head",

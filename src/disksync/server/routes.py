@@ -69,7 +69,8 @@ API_KEY_PARAM = Param(
 )
 AUTH_ERRORS = {
     "401": "missing, unknown or revoked API key",
-    "429": "rate limit exceeded (see Retry-After and X-RateLimit-* headers)",
+    "429": "rate limit exceeded (see Retry-After and X-RateLimit-* headers), or too many "
+    "failed authentications from this address (auth_throttled, see Retry-After)",
     "503": "server not ready",
 }
 PARSE_ERROR = {"400": "unknown, repeated, empty or malformed parameter, or conflicting API keys"}

@@ -4,8 +4,9 @@ Rules kept here:
 * Structured concurrency: ``run()`` owns a TaskGroup holding the fan-out follower, the ticker
   (heartbeats, pings), the key watcher and one task per connection. Nothing is fire-and-forget;
   a connection's failure is confined to that connection (``app``/``session`` catch it).
-* Bounded: at most ``max_pending`` connections without a complete request head (the oldest is
-  dropped past that, so a flood of half-open sockets evicts itself, not real clients), at most
+* Bounded: at most ``max_pending`` connections without a complete request head, TLS handshakes
+  in progress included (the oldest is dropped past that, so a flood of half-open sockets evicts
+  itself, not real clients; ``tls_gate.py``), at most
   ``max_clients`` feed sessions, ``max_connections`` per key.
 * Bind first: ``start()`` binds the port (raising ``ListenError`` if it cannot) before anything
   else of the process begins, so a busy port costs nothing; connections are accepted only once
@@ -35,6 +36,7 @@ from disksync.keys import SqliteKeyStore
 from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
 from disksync.ratelimit import RateLimiter
 from disksync.server.app import Connection, ConnectionContext, HttpLimits
+from disksync.server.auth_throttle import AuthGate, AuthThrottle, ThrottleLimits
 from disksync.server.fanout import Fanout, LagLimits
 from disksync.server.feedstate import Timing
 from disksync.server.http_api import ApiContext
@@ -42,6 +44,7 @@ from disksync.server.metrics import ServerMetrics
 from disksync.server.ring import Ring
 from disksync.server.session import FeedSession
 from disksync.server.sessions import Sessions
+from disksync.server.tls_gate import HandshakeGate, TlsSettings, defer_accept
 from disksync.server.upgrade import AdmissionContext
 
 log = logging.getLogger(__name__)
@@ -79,13 +82,21 @@ class ServerConfig:
     high_water: int = 1 * MiB  # per-connection socket buffer before a session falls behind
     handshake_timeout_s: float = 10.0
     keepalive_timeout_s: float = 30.0
-    max_pending: int = 256
+    max_pending: int = 256  # connections without a complete request head, TLS ones included
+    tls_handshake_timeout_s: float = 5.0  # a real client's TLS handshake takes milliseconds
+    max_tls_handshakes: int = 64  # in progress at once; past it the oldest is dropped
+    # TCP_DEFER_ACCEPT: a socket that sends nothing is not handed over for this long (0: off)
+    defer_accept_s: int = 5
     max_header_bytes: int = 16 * 1024
     ping_interval_s: float = 20.0
     close_timeout_s: float = 30.0
     slow_grace_s: float = 2.0
     max_from_seq_ahead: int = 100_000
     key_watch_interval_s: float = 0.2
+    # Failed authentications per source address: this many at once, refilled at this rate;
+    # past that 429 auth_throttled before any key is hashed (server/auth_throttle.py).
+    auth_failure_burst: int = 20
+    auth_failure_per_s: float = 1.0
 
     def public_url(self, port: int | None = None) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
@@ -123,13 +134,18 @@ class FeedServer:
         self.port: int | None = None
         self.bound = asyncio.Event()
         self._stop = asyncio.Event()
+        self._stop_code: int = CloseCode.NORMAL
         self._tg: asyncio.TaskGroup | None = None
         self._listener: asyncio.Server | None = None
         self._connections: dict[Connection, None] = {}
         self._pending: dict[Connection, None] = {}
+        failures = ThrottleLimits(config.auth_failure_burst, config.auth_failure_per_s)
+        throttle = AuthThrottle(failures)
+        auth = AuthGate(keys, throttle, self.metrics.auth_failures)
         api = ApiContext(
             journal=journal,
             keys=keys,
+            auth=auth,
             rate_limiter=self.rate_limiter,
             metrics=self.metrics,
             registry=registry,
@@ -141,6 +157,7 @@ class FeedServer:
         )
         admission = AdmissionContext(
             keys=keys,
+            auth=auth,
             journal=journal,
             sessions=self.sessions,
             max_clients=config.max_clients,
@@ -164,6 +181,13 @@ class FeedServer:
                 ping_interval_s=config.ping_interval_s,
                 close_timeout_s=config.close_timeout_s,
             ),
+            tls=None
+            if config.ssl_context is None
+            else TlsSettings(
+                config.ssl_context,
+                config.tls_handshake_timeout_s,
+                HandshakeGate(config.max_tls_handshakes),
+            ),
         )
 
     @property
@@ -172,8 +196,12 @@ class FeedServer:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Begin a graceful shutdown (safe to call from a signal handler, more than once)."""
+    def stop(self, code: int = CloseCode.NORMAL) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler, more than once).
+        Feed clients are closed ``code`` with ``{"next_seq":N}``: 1000 for a deploy, 1011
+        when the process stops because some other part of it failed (SPEC §3.3)."""
+        if not self._stop.is_set():
+            self._stop_code = code
         self._stop.set()
 
     async def start(self) -> None:
@@ -189,10 +217,8 @@ class FeedServer:
                 lambda: Connection(self._connection_context),
                 host,
                 port,
-                ssl=self.config.ssl_context,
-                ssl_handshake_timeout=self.config.handshake_timeout_s
-                if self.config.ssl_context
-                else None,
+                # TLS starts per connection (tls_gate.py), so a handshake in progress counts
+                # against max_pending like any other unfinished request.
                 backlog=1024,
                 start_serving=False,
             )
@@ -201,6 +227,8 @@ class FeedServer:
             reason = "address already in use" if in_use else (exc.strerror or str(exc)).lower()
             raise ListenError(host, port, reason, in_use=in_use) from None
         self.port = self._listener.sockets[0].getsockname()[1]
+        if self.config.defer_accept_s > 0:
+            defer_accept(self._listener.sockets, self.config.defer_accept_s)
 
     def close(self) -> None:
         """Release the port if ``run()`` never got to (a start-up that failed elsewhere)."""
@@ -247,7 +275,7 @@ class FeedServer:
         self.sessions.stopping = True
         listener.close()
         for session in self.sessions.all():
-            session.close(CloseCode.NORMAL)
+            session.close(self._stop_code)
         for conn in tuple(self._connections):
             if conn.session is None and not conn.busy and conn.transport is not None:
                 conn.transport.close()
@@ -317,6 +345,7 @@ class FeedServer:
                 head_seq=self.fanout.head_seq,
                 source="live" if source.state == "live" else "stalled",
                 source_age_ms=source.age_ms,
+                ingest=None if source.ingest == "ok" else source.ingest,
             ),
         )
 

@@ -1,7 +1,8 @@
 """Admission of a WebSocket upgrade: readiness, key, position, capacity (SPEC §3.1).
 
 Rules kept here:
-* The order of checks is fixed: ready (503) -> key (401/403) -> position (410, or 400 when
+* The order of checks is fixed: ready (503) -> failed-key throttle (429 ``auth_throttled``) ->
+  key (401/403) -> position (410, or 400 when
   absurdly far ahead) -> capacity (503 ``server_full``, 429 ``too_many_connections``).
 * ``check_capacity`` is synchronous and is called right before the session registers, with no
   ``await`` in between, so concurrent handshakes of one key cannot both pass the count.
@@ -16,6 +17,7 @@ from typing import Any
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
 from disksync.keys import KeyRecord, SqliteKeyStore
+from disksync.server.auth_throttle import AuthGate
 from disksync.server.handshake import FeedRequest, Rejected, Rejection
 from disksync.server.sessions import Sessions
 
@@ -24,19 +26,24 @@ RETRY_AFTER_S = "5"
 
 @dataclass(frozen=True, slots=True)
 class AdmissionContext:
-    """What admission reads: the keys, the journal's bounds, the session counts, two limits."""
+    """What admission reads: the keys (behind the failure throttle), the journal's bounds, the
+    session counts, two limits."""
 
     keys: SqliteKeyStore
+    auth: AuthGate
     journal: Journal
     sessions: Sessions[Any]
     max_clients: int
     max_from_seq_ahead: int
 
 
-async def admit(ctx: AdmissionContext, feed: FeedRequest) -> tuple[KeyRecord, int | None]:
-    """Key and position checks (they await); returns the key's record and first_seq."""
+async def admit(
+    ctx: AdmissionContext, feed: FeedRequest, peer: str
+) -> tuple[KeyRecord, int | None]:
+    """Key and position checks (they await); returns the key's record and first_seq.
+    ``peer`` is the source address (failed keys are throttled per address)."""
     check_ready(ctx)
-    result = await ctx.keys.authenticate(feed.api_key, feed=True)
+    result = await ctx.auth.authenticate(peer, feed.api_key, feed=True)
     if not result.ok or result.record is None:
         raise Rejected(Rejection(result.status, str(result.code), result.message))
     bounds = await ctx.journal.bounds()
