@@ -142,19 +142,42 @@ class JetStreamJournal:
 
     async def state(self) -> StreamState | None:
         """The stream's state now, ``None`` when it does not exist yet."""
-        _, js, _ = await self.connection()
-        try:
-            info = await js.stream_info(self.options.stream, subjects_filter=self.subjects.gap)
-        except nats.js.errors.NotFoundError:
-            return None
-        return state_of(info, self.subjects.gap)
+        info = await self._info(self.options.stream, subjects_filter=self.subjects.gap)
+        return None if info is None else state_of(info, self.subjects.gap)
 
     async def chunk_bytes(self) -> int:
-        _, js, _ = await self.connection()
-        try:
-            return (await js.stream_info(self.subjects.chunk_stream)).state.bytes
-        except nats.js.errors.NotFoundError:
-            return 0
+        info = await self._info(self.subjects.chunk_stream)
+        return 0 if info is None else info.state.bytes
+
+    async def _info(self, name: str, **filters: str) -> StreamInfo | None:
+        """``STREAM.INFO``, riding out a server restart: a request lost with the connection
+        is asked again once reconnected; a connected server whose JetStream does not answer
+        (still recovering its store) is asked again for up to 10 s, then an error."""
+        _, js, reader = await self.connection()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            epoch = reader.epoch()
+            try:
+                return await js.stream_info(name, **filters)
+            except nats.js.errors.NotFoundError:
+                return None
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.OutboundBufferLimitError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
+                if reader.epoch() != epoch or not reader.is_connected():
+                    await reader.connected()
+                    deadline = loop.time() + 10.0
+                    continue
+                if loop.time() > deadline:
+                    raise JournalError(
+                        f"JetStream at {self.target.describe()} does not answer about stream "
+                        f"{name}: {type(exc).__name__}"
+                    ) from None
+                await asyncio.sleep(0.1)
 
     async def append(self, entries: Sequence[Entry]) -> AppendResult:
         for before, after in itertools.pairwise(entries):
