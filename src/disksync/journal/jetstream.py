@@ -12,7 +12,8 @@ Rules kept here (the layout is ``jetstream_wire``'s; docs/JOURNAL.md, "JetStream
   opened with limits trims; a purge is idempotent) is ``jetstream_retention``'s. The stream's
   own limits (``max_age``/``max_bytes`` set by an operator) work too: whatever removed the
   oldest messages, a read below the first one raises ``RetentionError``.
-* ``follow`` reads in batches (``jetstream_read``) and, once caught up, waits for a writer's
+* ``follow`` reads in batches (``jetstream_read``; while behind, the next batch is requested
+  before the current one is handed out) and, once caught up, waits for a writer's
   tick (a core-NATS message each append sends) or ``poll_interval_s``, whichever comes first:
   one batch of memory per follower, no server-side consumer to lose on a restart.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
@@ -254,6 +256,7 @@ class JetStreamJournal:
             wake.set()
 
         subscription = await nc.subscribe(self.subjects.tick, cb=on_tick)
+        ahead: asyncio.Task[list[Msg]] | None = None
         try:
             position: int | None = None
             while position is None:
@@ -266,24 +269,43 @@ class JetStreamJournal:
                     await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
             while True:
                 wake.clear()
-                msgs = await reader.batch(
-                    self.options.stream,
-                    position,
-                    count=self.options.batch_entries,
-                    subject=self.subjects.cmd,
-                    max_bytes=self.options.batch_bytes,
-                )
+                if ahead is not None:
+                    msgs, ahead = await ahead, None
+                else:
+                    msgs = await self._follow_batch(reader, position)
                 if not msgs:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
                     continue
                 await self._check_skip(position, sequence_of(msgs[0]))
+                position = sequence_of(msgs[-1]) + 1
+                if self._full(msgs):
+                    # Behind: the next batch streams in while the caller handles this one.
+                    ahead = asyncio.create_task(self._follow_batch(reader, position))
                 for msg in msgs:
                     yield await assemble(reader, self.subjects, msg)
-                position = sequence_of(msgs[-1]) + 1
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _follow_batch(self, reader: DirectReader, position: int) -> list[Msg]:
+        return await reader.batch(
+            self.options.stream,
+            position,
+            count=self.options.batch_entries,
+            subject=self.subjects.cmd,
+            max_bytes=self.options.batch_bytes,
+        )
+
+    def _full(self, msgs: list[Msg]) -> bool:
+        """A batch that stopped at a limit, not at the head: more is very likely there."""
+        if len(msgs) >= self.options.batch_entries:
+            return True
+        return sum(payload_size(m) for m in msgs) >= self.options.batch_bytes // 2
 
     async def tick(self, last_seq: int) -> None:
         if self._nc is not None:

@@ -18,6 +18,9 @@ Rules kept here:
   (logged, counted), each chained to the one before so that a height another writer supplies
   mid-run stops the run instead of being covered by a marker.
 * A refusal while nobody moved the head is an error, never a retry loop.
+* A live append (the height after the head this writer last saw) costs one round trip: it is
+  published against the remembered head, and the head is read only when something is refused
+  or repeated (``STREAM.INFO`` twice per append put the p99 of node write → appended at 40 ms).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import nats.js.errors
@@ -73,6 +77,9 @@ class Appender:
         self._inbox = inbox
         self._chunk_size = wire.chunk_size_for(nc.max_payload)
         self._epoch = inbox.epoch()  # of the publish pass whose acks are awaited
+        # The head as this writer left it. A live append (the next height) trusts it and
+        # publishes at once: the fence refuses a stale view, and only then is the head read.
+        self._known: StreamState | None = None
 
     async def _create(self, first_seq: int) -> None:
         from disksync.journal.jetstream import FIRST_SEQ_KEY
@@ -122,7 +129,11 @@ class Appender:
         appended = duplicates = appended_bytes = 0
         waited_for_gap: int | None = None
         lost_since: float | None = None
-        state = await self._head(entries[0].seq)
+        known, self._known = self._known, None  # forgotten if this call fails
+        if known is not None and entries[0].seq > known.last_seq:
+            state = known
+        else:
+            state = await self._head(entries[0].seq)
         while remaining:
             last = state.last_seq
             old = [e for e in remaining if e.seq <= last]
@@ -162,7 +173,17 @@ class Appender:
             appended_bytes += sum(len(e.payload) for e in stored)
             taken = {e.seq for e in stored}
             remaining = [e for e in remaining if e.seq not in taken]
-            newer = await self._journal.state() or state
+            if len(stored) == len(run):
+                # All taken: the head is known without asking (markers, then the run).
+                markers = run[0].seq - last - 1
+                newer = replace(
+                    state,
+                    last_seq=run[-1].seq,
+                    messages=state.messages + markers + len(run),
+                    gaps=state.gaps + markers,
+                )
+            else:
+                newer = await self._journal.state() or state
             if len(stored) < len(run):
                 self._journal.metrics.conflicts.inc()
                 log.info("another writer appended first; re-checking against the head")
@@ -173,6 +194,7 @@ class Appender:
                         "other writer ahead (stream edited by hand?)"
                     )
             state = newer
+        self._known = state
         result = AppendResult(appended, duplicates, state.last_seq if not state.empty else None)
         metrics = self._journal.metrics
         metrics.appended.inc(appended)
