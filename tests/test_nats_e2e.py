@@ -134,12 +134,25 @@ class Edge(Proc):
         return status
 
 
-def ingest_proc(root: Path, name: str, node: Path, journal: str) -> Proc:
+@dataclass
+class IngestProc(Proc):
+    metrics_port: int = 0
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        return sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+        )
+
+
+def ingest_proc(root: Path, name: str, node: Path, journal: str) -> IngestProc:
+    port = free_port()
     argv = disksync_cmd(
         "ingest", "--data-dir", str(node), "--journal", journal, "--start", "earliest",
         "--name", name, "--state-dir", str(root / f"state-{name}"), "--poll-interval-s", "0.05",
+        "--metrics-listen", f"127.0.0.1:{port}",
     )  # fmt: skip
-    return Proc(name, argv, root / f"ingest-{name}.log")
+    return IngestProc(name, argv, root / f"ingest-{name}.log", metrics_port=port)
 
 
 def edge_proc(root: Path, name: str, journal: str, state: Path) -> Edge:
@@ -274,6 +287,8 @@ async def test_two_nodes_two_ingests_two_edges_every_height_once_byte_exact(
         assert str(source["file"]).startswith(("A:", "B:")), source
         logs = ingest_a.log() + ingest_b.log()
         assert "publishing gap markers for heights 111..112" in logs
+        markers = "disksync_journal_gap_markers_total"
+        assert ingest_a.metric(markers) + ingest_b.metric(markers) == 2
     reader = open_journal(journal)
     assert isinstance(reader, JetStreamJournal)
     try:
