@@ -17,8 +17,9 @@ storage in a temporary directory, on 127.0.0.1):
    clients following JetStream vs following SQLite, interleaved rounds; and ``from_seq``
    catch-up through the edge, MB/s per client, JetStream vs SQLite.
 
-Run: ``python bench/bench_nats.py`` (about 4 min); ``--quick`` (about 1.5 min) to check that
-it works. The machine is shared (2 cores, other work running): only same-run ratios mean much.
+Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
+``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
+running): only same-run ratios mean much.
 """
 
 from __future__ import annotations
@@ -276,9 +277,9 @@ async def phases_in_process(server: Server, root: Path, quick: bool) -> None:
     print()
 
 
-def phases_edge(server: Server, quick: bool) -> None:
+def phases_edge(server: Server, quick: bool, rounds: int) -> None:
     duration = 3.0 if quick else 5.0
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else rounds
     print(f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} x {duration}s")
     print("| clients | p99 ms JetStream (runs) | p99 ms SQLite (runs) | p99 ratio pooled |")
     print("|---|---|---|---|")
@@ -308,6 +309,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-edge", action="store_true", help="phases 1-3 only")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per fan-out row")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
     server = Server(root)
@@ -316,7 +318,7 @@ def main() -> None:
         print(f"# bench_nats  (cpus={os.cpu_count()}, shared machine; nats-server on 127.0.0.1)\n")
         asyncio.run(phases_in_process(server, root, args.quick))
         if not args.skip_edge:
-            phases_edge(server, args.quick)
+            phases_edge(server, args.quick, args.rounds)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

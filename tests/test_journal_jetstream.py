@@ -34,6 +34,9 @@ from nats_server import NatsServer, fresh_name, nats_server
 
 __all__ = ["nats_server"]
 
+# A test that waits on a lost reply must fail, never hang the suite (session 6: one did).
+pytestmark = pytest.mark.timeout(scaled(120))
+
 FAST = {"retention_interval_s": 0.05, "poll_interval_s": 0.05}
 
 

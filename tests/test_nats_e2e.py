@@ -37,6 +37,8 @@ from test_client_support import create_key
 
 __all__ = ["nats_server"]
 
+pytestmark = pytest.mark.timeout(scaled(180))  # fail, never hang the suite
+
 DAY = "20260611"
 RUN_1 = "2026-06-11T17:00:00Z"
 RUN_2 = "2026-06-11T17:20:00Z"  # node A after its panic
