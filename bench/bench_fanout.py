@@ -360,6 +360,11 @@ async def run_ref_server(args: argparse.Namespace) -> None:
 # ---- our server and the appender (separate processes) -----------------------------------------
 
 
+def journal_url(args: argparse.Namespace) -> str:
+    """``--journal`` (bench_nats: a JetStream stream), else the SQLite file in ``--dir``."""
+    return args.journal or f"sqlite:{Path(args.dir) / 'journal.sqlite'}"
+
+
 async def run_our_server(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -368,7 +373,7 @@ async def run_our_server(args: argparse.Namespace) -> None:
     from disksync.server import FeedServer, ServerConfig
 
     state = Path(args.dir)
-    journal = open_journal(f"sqlite:{state / 'journal.sqlite'}")
+    journal = open_journal(journal_url(args))
     keys = open_keystore(None, state)
     config = ServerConfig(port=args.port, heartbeat_s=0)
     server = FeedServer(config, journal=journal, keys=keys, registry=CollectorRegistry())
@@ -416,10 +421,7 @@ async def run_appender(args: argparse.Namespace) -> None:
     from disksync.entry import Entry
     from disksync.journal import Retention, open_journal
 
-    journal = open_journal(
-        f"sqlite:{Path(args.dir) / 'journal.sqlite'}",
-        retention=Retention(max_bytes=512 * 1024 * 1024),
-    )
+    journal = open_journal(journal_url(args), retention=Retention(max_bytes=512 * 1024 * 1024))
     pool = payloads(16)
     bounds = await journal.bounds()
     seq = (bounds.last_seq or 0) + 1
@@ -503,17 +505,20 @@ def measure(
     lag: bool = False,
     server_flags: tuple[str, ...] = (),
     beside_appender: bool = False,
+    journal: str | None = None,
 ) -> dict[str, Any]:
     """One run: server, N clients in their own process(es), publisher; returns the figures.
-    ``beside_appender``: an appender also runs, into a journal of its own that nobody reads."""
+    ``beside_appender``: an appender also runs, into a journal of its own that nobody reads.
+    ``journal``: our server and the appender use this journal URL (default: SQLite)."""
     port = free_port()
     state, key = make_state()
+    journal_args = ("--journal", journal) if journal else ()
     if kind == "ours":
-        run_appender_sync(state, count=1)  # a head to start from
+        run_appender_sync(state, count=1, journal=journal)  # a head to start from
         lag_args = ["--saturate"] if lag else []
         server = spawn(
             "--role", "ours-server", "--dir", str(state), "--port", str(port), *lag_args,
-            *server_flags,
+            *server_flags, *journal_args,
         )  # fmt: skip
     else:
         server = spawn("--role", "ref-server", "--port", str(port), "--rate", str(rate))
@@ -555,6 +560,7 @@ def measure(
             str(rate),
             "--duration",
             str(duration + warmup + 1),
+            *journal_args,
         )
     proc = psutil.Process(server.pid)
     time.sleep(warmup)
@@ -601,19 +607,23 @@ def percentile(sorted_us: list[int], fraction: float) -> float:
     return sorted_us[min(len(sorted_us) - 1, int(len(sorted_us) * fraction))] / 1000
 
 
-def run_appender_sync(state: Path, *, count: int, rate: float = 0) -> None:
+def run_appender_sync(
+    state: Path, *, count: int, rate: float = 0, journal: str | None = None
+) -> None:
+    journal_args = ["--journal", journal] if journal else []
     subprocess.run(
         [sys.executable, __file__, "--role", "appender", "--dir", str(state), "--count",
-         str(count), "--rate", str(rate), "--duration", "600"],
+         str(count), "--rate", str(rate), "--duration", "600", *journal_args],
         check=True, cwd=ROOT,
     )  # fmt: skip
 
 
-def catch_up(count: int) -> dict[str, Any]:
+def catch_up(count: int, journal: str | None = None) -> dict[str, Any]:
     port = free_port()
     state, key = make_state()
-    run_appender_sync(state, count=count)
-    server = spawn("--role", "ours-server", "--dir", str(state), "--port", str(port))
+    run_appender_sync(state, count=count, journal=journal)
+    journal_args = ("--journal", journal) if journal else ()
+    server = spawn("--role", "ours-server", "--dir", str(state), "--port", str(port), *journal_args)
     wait_line(server, "ready")
     client = spawn(
         "--role", "clients", "--port", str(port), "--n", "1", "--key", key, "--query",
@@ -843,6 +853,7 @@ def main() -> None:
     parser.add_argument("--tls-key")
     parser.add_argument("--ca")
     parser.add_argument("--dir")
+    parser.add_argument("--journal", help="journal URL for our server and the appender")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)
     parser.add_argument("--n", type=int, default=1)

@@ -26,6 +26,7 @@ from disksync.errors import ConfigError
 COMMANDS: tuple[str, ...] = (
     "demo",
     "serve",
+    "ingest",
     "keys",
     "tail",
     "simulate",

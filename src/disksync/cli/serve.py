@@ -7,6 +7,11 @@ Rules kept here:
   one line (exit 1). SIGINT/SIGTERM set a stop event: everything is cancelled, the journal is
   closed, exit 0.
 * Without ``--data-dir`` there is no ingest (edge mode: another process fills the journal).
+  An edge of a ``nats://`` journal takes its heartbeats' ``source`` / ``source_age_ms`` from
+  the ingests' status reports (``disksync.nats.status``); an edge of a local journal logs a
+  warning that no node is read (only another process writing that file feeds it).
+* A ``nats://`` journal is connected before the port is bound: a NATS server that cannot be
+  reached is one line and exit 1, never a feed that listens and serves nothing.
 * Order of start-up: settings are validated and the data dir is checked (a missing one is a
   configuration error, exit 2) before anything is created; then the feed port is bound, and
   only then does ingest begin, so a busy port (exit 1, one line) never journals a line and a
@@ -24,7 +29,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +41,9 @@ from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
 from disksync.errors import ConfigError, SourceError
 from disksync.ingest import Ingest, IngestStats, first_failure
-from disksync.journal import Retention, open_journal
+from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
+from disksync.nats.status import StatusPublisher, StatusWatcher
 from disksync.protocol import CloseCode
 from disksync.ratelimit import RateLimiter, parse_tier_limits
 from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
@@ -220,25 +226,60 @@ async def run_serve(
             registry=registry,
             stall_after_s=settings.stall_after_s,
         )
+    elif not isinstance(journal, JetStreamJournal):
+        log.warning(
+            "no --data-dir and a local journal (%s): no node is read; this process only "
+            "serves what another process writes into that journal",
+            settings.journal_url(),
+        )
     keys = open_keystore(settings.keys, settings.state_dir, registry=registry)
+    watcher: StatusWatcher | None = None
+    publisher: StatusPublisher | None = None
+    try:
+        if isinstance(journal, JetStreamJournal):
+            nc, _, _ = await journal.connection()  # JournalError (exit 1) if NATS is down
+            if ingest is None:
+                watcher = StatusWatcher(
+                    nc, journal.subjects.status, stall_after_s=settings.stall_after_s
+                )
+                await watcher.start()
+            else:
+                publisher = StatusPublisher(
+                    nc,
+                    journal.subjects.status,
+                    settings.region,
+                    ingest.status,
+                    lambda: ingest.stats().head_seq if ingest is not None else None,
+                )
+    except BaseException:
+        await keys.aclose()
+        await journal.close()
+        raise
+    source_status: Callable[[], SourceStatus | None] | None = None
+    if ingest is not None:
+        source_status = ingest.status
+    elif watcher is not None:
+        source_status = watcher.view
     feed = FeedServer(
         server_config,
         journal=journal,
         keys=keys,
         registry=registry,
         rate_limiter=rate_limiter,
-        # Edge mode: the server derives freshness from the journal's newest ingest_ts_us.
-        source_status=ingest.status if ingest is not None else None,
+        # Edge mode: the ingests' reports, else freshness of the journal's newest ingest_ts_us.
+        source_status=source_status,
     )
     try:
         await feed.start()  # ListenError here: nothing has been ingested
         async with asyncio.TaskGroup() as group:
             if listening is not None:
                 group.create_task(_relay(feed.bound, listening), name="listening")
+            if publisher is not None:
+                group.create_task(publisher.run(), name="status")
             feed_task = group.create_task(feed.run(), name="feed")
             if ingest is not None:
                 group.create_task(_closing_feed_on_failure(ingest.run(), feed, feed_task))
-                group.create_task(_progress(ingest), name="progress")
+                group.create_task(ingest_progress(ingest), name="progress")
             if outcome is AllocatorTuning.TUNED:  # what the tuning keeps, a burst hands back
                 group.create_task(hand_back_memory(), name="memory-trim")
             await stop.wait()
@@ -252,6 +293,8 @@ async def run_serve(
             raise first_failure(failures) from None
     finally:
         feed.close()
+        if watcher is not None:
+            await watcher.stop()
         await keys.aclose()
         await journal.close()
 
@@ -280,7 +323,7 @@ def edge_status() -> SourceStatus:
     return SourceStatus("absent", None, None)
 
 
-async def _progress(ingest: Ingest) -> None:
+async def ingest_progress(ingest: Ingest) -> None:
     """One log line every ~5 s: rates since the last line, head, lag, file."""
     before = ingest.stats()
     then = time.monotonic()

@@ -12,7 +12,8 @@ Rules kept here (the layout is ``jetstream_wire``'s; docs/JOURNAL.md, "JetStream
   opened with limits trims; a purge is idempotent) is ``jetstream_retention``'s. The stream's
   own limits (``max_age``/``max_bytes`` set by an operator) work too: whatever removed the
   oldest messages, a read below the first one raises ``RetentionError``.
-* ``follow`` reads in batches (``jetstream_read``) and, once caught up, waits for a writer's
+* ``follow`` reads in batches (``jetstream_read``; while behind, the next batch is requested
+  before the current one is handed out) and, once caught up, waits for a writer's
   tick (a core-NATS message each append sends) or ``poll_interval_s``, whichever comes first:
   one batch of memory per follower, no server-side consumer to lose on a restart.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 from prometheus_client import CollectorRegistry
@@ -142,19 +144,42 @@ class JetStreamJournal:
 
     async def state(self) -> StreamState | None:
         """The stream's state now, ``None`` when it does not exist yet."""
-        _, js, _ = await self.connection()
-        try:
-            info = await js.stream_info(self.options.stream, subjects_filter=self.subjects.gap)
-        except nats.js.errors.NotFoundError:
-            return None
-        return state_of(info, self.subjects.gap)
+        info = await self._info(self.options.stream, subjects_filter=self.subjects.gap)
+        return None if info is None else state_of(info, self.subjects.gap)
 
     async def chunk_bytes(self) -> int:
-        _, js, _ = await self.connection()
-        try:
-            return (await js.stream_info(self.subjects.chunk_stream)).state.bytes
-        except nats.js.errors.NotFoundError:
-            return 0
+        info = await self._info(self.subjects.chunk_stream)
+        return 0 if info is None else info.state.bytes
+
+    async def _info(self, name: str, **filters: str) -> StreamInfo | None:
+        """``STREAM.INFO``, riding out a server restart: a request lost with the connection
+        is asked again once reconnected; a connected server whose JetStream does not answer
+        (still recovering its store) is asked again for up to 10 s, then an error."""
+        _, js, reader = await self.connection()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            epoch = reader.epoch()
+            try:
+                return await js.stream_info(name, **filters)
+            except nats.js.errors.NotFoundError:
+                return None
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.OutboundBufferLimitError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
+                if reader.epoch() != epoch or not reader.is_connected():
+                    await reader.connected()
+                    deadline = loop.time() + 10.0
+                    continue
+                if loop.time() > deadline:
+                    raise JournalError(
+                        f"JetStream at {self.target.describe()} does not answer about stream "
+                        f"{name}: {type(exc).__name__}"
+                    ) from None
+                await asyncio.sleep(0.1)
 
     async def append(self, entries: Sequence[Entry]) -> AppendResult:
         for before, after in itertools.pairwise(entries):
@@ -231,6 +256,7 @@ class JetStreamJournal:
             wake.set()
 
         subscription = await nc.subscribe(self.subjects.tick, cb=on_tick)
+        ahead: asyncio.Task[list[Msg]] | None = None
         try:
             position: int | None = None
             while position is None:
@@ -243,24 +269,43 @@ class JetStreamJournal:
                     await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
             while True:
                 wake.clear()
-                msgs = await reader.batch(
-                    self.options.stream,
-                    position,
-                    count=self.options.batch_entries,
-                    subject=self.subjects.cmd,
-                    max_bytes=self.options.batch_bytes,
-                )
+                if ahead is not None:
+                    msgs, ahead = await ahead, None
+                else:
+                    msgs = await self._follow_batch(reader, position)
                 if not msgs:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
                     continue
                 await self._check_skip(position, sequence_of(msgs[0]))
+                position = sequence_of(msgs[-1]) + 1
+                if self._full(msgs):
+                    # Behind: the next batch streams in while the caller handles this one.
+                    ahead = asyncio.create_task(self._follow_batch(reader, position))
                 for msg in msgs:
                     yield await assemble(reader, self.subjects, msg)
-                position = sequence_of(msgs[-1]) + 1
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _follow_batch(self, reader: DirectReader, position: int) -> list[Msg]:
+        return await reader.batch(
+            self.options.stream,
+            position,
+            count=self.options.batch_entries,
+            subject=self.subjects.cmd,
+            max_bytes=self.options.batch_bytes,
+        )
+
+    def _full(self, msgs: list[Msg]) -> bool:
+        """A batch that stopped at a limit, not at the head: more is very likely there."""
+        if len(msgs) >= self.options.batch_entries:
+            return True
+        return sum(payload_size(m) for m in msgs) >= self.options.batch_bytes // 2
 
     async def tick(self, last_seq: int) -> None:
         if self._nc is not None:

@@ -8,13 +8,19 @@ Rules kept here:
   reader holds at most one batch of payloads at a time, however far behind it is.
 * A manifest's chunks come from the chunk stream by sequence, in one more batch request per
   line, and are checked against the manifest's size before the line is returned.
+* A server restart is a pause, not an error: a request (or its answers) lost with the
+  connection is sent again from the first message not yet received once nats-py has
+  reconnected (it does so forever on its own); only a connected server that stays silent for
+  ``_REQUEST_TIMEOUT_S`` is an error. Direct gets are reads, so asking twice is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -24,7 +30,7 @@ from disksync.errors import JournalError
 from disksync.journal import jetstream_wire as wire
 
 _REQUEST_TIMEOUT_S = 10.0
-_NO_MESSAGES = ("404", "503")  # nothing at or after the start / no such stream (yet)
+_SLICE_S = 0.25  # how often a waiting request looks at the connection
 
 
 class DirectReader:
@@ -41,6 +47,29 @@ class DirectReader:
 
     async def start(self) -> None:
         self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._route)
+
+    def epoch(self) -> int:
+        """Changes each time the connection is re-established (what was in flight is lost)."""
+        reconnects: int = self._nc.stats["reconnects"]
+        return reconnects
+
+    def is_connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def connected(self) -> None:
+        """Wait until nats-py has (re)connected; an error only once it gave up for good."""
+        while not self._nc.is_connected:
+            if self._nc.is_closed:
+                raise JournalError("the NATS connection is closed")
+            await asyncio.sleep(0.05)
+
+    async def _send(self, subject: str, payload: bytes, reply: str, headers: Any) -> None:
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
+        except nats.errors.OutboundBufferLimitError:
+            # Disconnected with the outgoing buffer full: wait for the server, then send.
+            await self.connected()
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
 
     async def _route(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]
@@ -61,7 +90,7 @@ class DirectReader:
         answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._answers[token] = answer
         answer.add_done_callback(lambda _: self._answers.pop(token, None))
-        await self._nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
+        await self._send(subject, payload, f"{self._inbox}.{token}", headers)
         return answer
 
     async def batch(
@@ -72,38 +101,76 @@ class DirectReader:
         count: int,
         subject: str | None = None,
         max_bytes: int | None = None,
+        expect_stream: bool = False,
     ) -> list[Msg]:
-        """Up to ``count`` messages with stream seq >= ``start`` (on ``subject`` if given)."""
-        request: dict[str, object] = {"seq": max(start, 1), "batch": count}
-        if subject is not None:
-            request["next_by_subj"] = subject
-        if max_bytes is not None:
-            request["max_bytes"] = max(max_bytes, 1)
+        """Up to ``count`` messages with stream seq >= ``start`` (on ``subject`` if given).
+
+        ``expect_stream``: the caller knows the stream exists, so "no responders" (503) means
+        JetStream is still starting (a restarted server): ask again rather than answer empty."""
+        got: list[Msg] = []
+        deadline = asyncio.get_running_loop().time() + _REQUEST_TIMEOUT_S
+        while True:
+            epoch = self.epoch()
+            request: dict[str, object] = {
+                "seq": max(sequence_of(got[-1]) + 1 if got else start, 1),
+                "batch": count - len(got),
+            }
+            if subject is not None:
+                request["next_by_subj"] = subject
+            if max_bytes is not None:
+                request["max_bytes"] = max(max_bytes - sum(len(m.data) for m in got), 1)
+            outcome = await self._one_batch(stream, request, count, got, epoch)
+            if outcome == "done":
+                return got
+            if outcome == "lost":
+                await self.connected()  # the connection dropped: ask again for the rest
+                deadline = asyncio.get_running_loop().time() + _REQUEST_TIMEOUT_S
+                continue
+            if not expect_stream:
+                return got
+            if asyncio.get_running_loop().time() > deadline:
+                raise JournalError(f"direct get from {stream}: no responders for 10s")
+            await asyncio.sleep(0.1)
+
+    async def _one_batch(
+        self, stream: str, request: dict[str, object], count: int, got: list[Msg], epoch: int
+    ) -> str:
+        """Collect one request's answers into ``got``: ``done``, ``lost`` (the connection
+        dropped) or ``absent`` (no responders: no such stream, or JetStream not ready)."""
         token = str(next(self._tokens))
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._pending[token] = queue
-        got: list[Msg] = []
+        loop = asyncio.get_running_loop()
         try:
-            await self._nc.publish(
+            await self._send(
                 f"{self._api}.DIRECT.GET.{stream}",
                 orjson.dumps(request),
-                reply=f"{self._inbox}.{token}",
+                f"{self._inbox}.{token}",
+                None,
             )
+            deadline = loop.time() + _REQUEST_TIMEOUT_S
             while True:
-                msg = await asyncio.wait_for(queue.get(), _REQUEST_TIMEOUT_S)
+                try:
+                    msg = await asyncio.wait_for(queue.get(), _SLICE_S)
+                except TimeoutError:
+                    if self.epoch() != epoch or not self._nc.is_connected:
+                        return "lost"
+                    if loop.time() > deadline:
+                        raise JournalError(
+                            f"direct get from {stream}: no answer in {_REQUEST_TIMEOUT_S}s"
+                        ) from None
+                    continue
                 status = (msg.headers or {}).get("Status")
                 if status is None:
                     got.append(msg)
                     if len(got) >= count:
-                        return got
+                        return "done"
                     continue
-                if status == "204" or status in _NO_MESSAGES:
-                    return got
+                if status in ("204", "404"):
+                    return "done"
+                if status == "503":
+                    return "absent"
                 raise JournalError(f"direct get from {stream} failed: {status} {msg.headers}")
-        except TimeoutError:
-            raise JournalError(
-                f"direct get from {stream}: no answer in {_REQUEST_TIMEOUT_S}s"
-            ) from None
         finally:
             del self._pending[token]
 
@@ -128,6 +195,7 @@ async def assemble(reader: DirectReader, subjects: wire.Subjects, msg: Msg) -> E
             next_seq,
             count=manifest.count - len(parts),
             subject=subjects.chunk(seq, manifest.token),
+            expect_stream=True,
         )
         if not got:
             break

@@ -26,6 +26,7 @@ INGEST_US = "Ds-Ingest-Us"
 CHUNKS = "Ds-Chunks"  # "<first chunk seq> <count> <total size> <token>"
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 HEADER_ROOM = 4096  # bytes kept free in a message for subject and headers
 
 
@@ -79,8 +80,12 @@ def entry_headers(entry: Entry) -> dict[str, str]:
     }
 
 
-def gap_headers(seq: int) -> dict[str, str]:
-    return {MSG_ID: str(seq), EXPECTED_LAST_SEQ: str(seq - 1)}
+def gap_headers(seq: int, *, chained: bool = False) -> dict[str, str]:
+    """A marker's headers; ``chained``: also require the marker before it at ``seq - 1``."""
+    headers = {MSG_ID: str(seq), EXPECTED_LAST_SEQ: str(seq - 1)}
+    if chained:
+        headers[EXPECTED_LAST_SUBJECT_SEQ] = str(seq - 1)
+    return headers
 
 
 def manifest_headers(entry: Entry, first_chunk: int, count: int, token: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 import nats
+import nats.aio.client
 from nats.aio.client import Client
 
 from disksync.errors import ConfigError
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 _COMMON = {"creds", "ca", "name"}
 _ERROR_LOG_EVERY_S = 5.0
+# nats-py reads its socket 32 KiB at a time and pauses reading at 64 KiB buffered: a 190 KB
+# line then costs a dozen event-loop turns. 1 MiB reads follow a stream ~15 % faster
+# (bench/bench_nats.py, interleaved runs); the module reads the value at connect and per read.
+_READ_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,8 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
     described = target.describe()
 
     async def disconnected() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close(), not an outage
         log.warning("NATS %s: disconnected; reconnecting", described)
 
     async def reconnected() -> None:
@@ -121,6 +128,10 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
 
     next_error_log = 0.0
     held_back = 0
+    nats.aio.client.DEFAULT_BUFFER_SIZE = max(
+        nats.aio.client.DEFAULT_BUFFER_SIZE, _READ_BUFFER_BYTES
+    )
+    client: list[Client] = []
 
     async def error(exc: Exception) -> None:
         # While a server is down the client retries 4 times a second: one line per 5 s.
@@ -133,7 +144,7 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         log.warning("NATS %s: %s (retrying; %d similar held back)", described, exc, held_back)
         held_back = 0
 
-    return await nats.connect(
+    nc = await nats.connect(
         servers=list(target.servers),
         name=target.client_name,
         user=target.user,
@@ -149,3 +160,5 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         reconnected_cb=reconnected,
         error_cb=error,
     )
+    client.append(nc)
+    return nc

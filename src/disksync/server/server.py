@@ -112,7 +112,7 @@ class FeedServer:
         journal: Journal,
         keys: SqliteKeyStore,
         registry: CollectorRegistry,
-        source_status: Callable[[], SourceStatus] | None = None,
+        source_status: Callable[[], SourceStatus | None] | None = None,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
@@ -315,9 +315,12 @@ class FeedServer:
         return self.sessions.of_key(key_id)
 
     def source_view(self) -> SourceStatus:
-        """The ingest's view when in-process; in edge mode, freshness of the newest command."""
+        """The ingest's view (in-process, or the ingests' reports through NATS); when there is
+        none, the freshness of the newest command in the journal."""
         if self.source_status is not None:
-            return self.source_status()
+            status = self.source_status()
+            if status is not None:
+                return status
         last = self.fanout.last_ingest_ts_us
         if last is None:
             return SourceStatus(state="absent", age_ms=None, file=None)
