@@ -227,6 +227,7 @@ async def run_serve(
         source_status=ingest.status if ingest is not None else None,
     )
     try:
+        await keys.open()  # a key bucket that cannot be reached: one line, before listening
         await feed.start()  # ListenError here: nothing has been ingested
         async with asyncio.TaskGroup() as group:
             if listening is not None:

@@ -29,6 +29,7 @@ _KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 # HMAC megabytes per request.
 MAX_PRESENTED_KEY_CHARS = 256
 DEFAULT_MAX_CONNECTIONS = 5  # 0 means unlimited
+MAX_LABEL_CHARS = 200
 DIGEST_INDEX_BYTES = 8
 
 
@@ -54,6 +55,19 @@ def parse_tier(text: str) -> Tier:
 def entitled_to_feed(tier: Tier | str) -> bool:
     """The Disk-Sync WebSocket feed is for ``quant`` and ``enterprise`` only (SPEC §5)."""
     return tier in FEED_TIERS
+
+
+def check_new_key(label: str, max_connections: int) -> None:
+    """What every backend refuses in ``create`` (CLI exit code 2)."""
+    if max_connections < 0:
+        raise ConfigError(f"--max-connections must be >= 0 (0 = unlimited), got {max_connections}")
+    if len(label) > MAX_LABEL_CHARS or any(ord(ch) < 32 for ch in label):
+        raise ConfigError(f"--label must be at most {MAX_LABEL_CHARS} printable characters")
+
+
+def check_max_connections(max_connections: int) -> None:
+    if max_connections < 0:
+        raise ConfigError(f"max connections must be >= 0 (0 = unlimited), got {max_connections}")
 
 
 def new_api_key() -> str:

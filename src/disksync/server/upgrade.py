@@ -15,7 +15,7 @@ from typing import Any
 
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
-from disksync.keys import KeyRecord, SqliteKeyStore
+from disksync.keys import KeyRecord, KeyStore
 from disksync.server.handshake import FeedRequest, Rejected, Rejection
 from disksync.server.sessions import Sessions
 
@@ -26,7 +26,7 @@ RETRY_AFTER_S = "5"
 class AdmissionContext:
     """What admission reads: the keys, the journal's bounds, the session counts, two limits."""
 
-    keys: SqliteKeyStore
+    keys: KeyStore
     journal: Journal
     sessions: Sessions[Any]
     max_clients: int
