@@ -228,9 +228,10 @@ class KeySnapshot:
 class KeyChange:
     """What changed between two snapshots, as a server needs it.
 
-    ``revoked``: ids that were usable and now are revoked or gone (close every connection, 1008,
-    and answer 401 from now on). ``lost_feed``: ids still usable whose new tier has no feed
-    (close their feed connections, 1008). ``changed``: every id added, removed or modified.
+    ``revoked``: ids that were usable (or unknown) and now are revoked or gone (close every
+    connection, 1008, and answer 401 from now on). ``lost_feed``: ids still usable whose new
+    tier has no feed (close their feed connections, 1008). ``changed``: every id added, removed
+    or modified.
     """
 
     old_generation: int
@@ -249,6 +250,14 @@ def diff(old: KeySnapshot, new: KeySnapshot) -> KeyChange:
     revoked: set[str] = set()
     lost_feed: set[str] = set()
     changed = set(new.records.keys() - old.records.keys())
+    for kid in changed:
+        # Added and already revoked or downgraded since ``old``: a connection may have been
+        # admitted in between (an authenticate saw the key as it was), so it must be closed.
+        after = new.records[kid]
+        if not after.usable:
+            revoked.add(kid)
+        elif not after.feed_allowed:
+            lost_feed.add(kid)
     for kid, before in old.records.items():
         after = new.records.get(kid)
         if after != before:
