@@ -253,10 +253,10 @@ def diff(old: KeySnapshot, new: KeySnapshot) -> KeyChange:
     for kid in changed:
         # Added and already revoked or downgraded since ``old``: a connection may have been
         # admitted in between (an authenticate saw the key as it was), so it must be closed.
-        after = new.records[kid]
-        if not after.usable:
+        added = new.records[kid]
+        if not added.usable:
             revoked.add(kid)
-        elif not after.feed_allowed:
+        elif not added.feed_allowed:
             lost_feed.add(kid)
     for kid, before in old.records.items():
         after = new.records.get(kid)
