@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "serve",
     "keys",
+    "mirror",
     "tail",
     "simulate",
     "record",
