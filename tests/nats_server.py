@@ -52,6 +52,9 @@ class NatsServer:
         self.config_path = root / "nats.conf"
         self.log_path = root / "nats.log"
         self.extra = ""
+        # A config file of docs/deploy/ instead of the generated one, its $NAME values from env.
+        self.template: Path | None = None
+        self.env: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +62,8 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def config(self) -> str:
+        if self.template is not None:
+            return self.template.read_text() + self.extra
         domain = f"\n  domain: {self.domain}" if self.domain else ""
         return (
             f"server_name: {self.name}\n"
@@ -74,6 +79,7 @@ class NatsServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(nats_server_binary()), "-c", str(self.config_path)],
+            env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

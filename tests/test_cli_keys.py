@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import disksync_cmd, scaled
+from conftest import disksync_cmd, free_port, scaled
 from disksync.entry import Entry
 from disksync.journal import SqliteJournal
 from disksync.keys import AuthCode, open_keystore
@@ -117,7 +117,11 @@ def test_exit_codes(tmp_path: Path) -> None:
     assert run("create", "--state-dir", state).returncode == 2  # --tier is required
     assert run("create", "--tier", "pro", "--max-connections", "-1").returncode == 2
     assert run().returncode == 2
-    assert run("create", "--tier", "pro", "--keys", "nats://127.0.0.1:4222").returncode == 2
+    assert run("create", "--tier", "pro", "--keys", "nats://127.0.0.1:1?bucket=a.b").returncode == 2
+    # A NATS nobody listens on: one line, exit 1 (not a hang, not a traceback).
+    down = run("list", "--keys", f"nats://127.0.0.1:{free_port()}?connect_timeout_s=1")
+    assert down.returncode == 1 and "cannot reach NATS" in down.stderr
+    assert "Traceback" not in down.stderr
     assert run("list", "--state-dir", state, env={"DISKSYNC_NO_SUCH": "1"}).returncode == 2
 
 

@@ -428,3 +428,15 @@ def test_text_file_is_refused_untouched(tmp_path: Path) -> None:
     with pytest.raises(KeyStoreError, match=re.escape(str(path))):
         SqliteKeyStore(path)
     assert path.read_bytes() == b"not a database at all\n" * 100
+
+
+def test_diff_closes_a_key_added_and_revoked_between_two_looks(store: SqliteKeyStore) -> None:
+    # A watch that looks every 0.2 s can miss the moment a new key was usable; a connection
+    # admitted in that moment must still be closed (found by bench/bench_revocation.py).
+    before = store.snapshot
+    quick = store.create(Tier.QUANT).record.id
+    store.revoke(quick)
+    basic = store.create(Tier.BASIC).record.id
+    change = diff(before, store.snapshot)
+    assert change.revoked == {quick}
+    assert change.close_feed == {quick, basic}  # a basic key holds no feed: closing is a no-op

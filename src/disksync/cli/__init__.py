@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "ingest",
     "keys",
+    "mirror",
     "tail",
     "simulate",
     "record",

@@ -52,7 +52,7 @@ from disksync.client import Backoff, ClientConfig, Command, Feed, events
 from disksync.config import ServeSettings, parse_listen
 from disksync.errors import ConfigError, DisksyncError
 from disksync.ingest import first_failure
-from disksync.keys import Tier, open_keystore
+from disksync.keys import SqliteKeyStore, Tier, keys_path
 from disksync.server.server import ListenError
 from disksync.server.tls import is_loopback
 from disksync.simulate import BackgroundSimulator, SimulateSettings
@@ -261,7 +261,7 @@ async def _demo(args: argparse.Namespace, state_dir: Path, host: str) -> None:
     # replica_cmds/ exists up front: the node starts writing only once the feed listens, and
     # the tailer would otherwise warn that it is waiting for it.
     (data_dir / REPLICA_DIR).mkdir(parents=True)
-    store = open_keystore(None, state_dir)
+    store = SqliteKeyStore(keys_path(None, state_dir))
     try:
         new_key = store.create(Tier.QUANT, label="demo", max_connections=0)
     finally:

@@ -13,10 +13,12 @@ Rules kept here:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,7 +29,8 @@ from disksync.keys import (
     DEFAULT_MAX_CONNECTIONS,
     TIERS,
     KeyRecord,
-    SqliteKeyStore,
+    KeyStore,
+    NewKey,
     Tier,
     open_keystore,
     parse_tier,
@@ -60,7 +63,7 @@ def register(subparsers: Any) -> None:
         "--keys",
         default=None,
         metavar="URL",
-        help="key store, sqlite:PATH (default STATE_DIR/keys.sqlite)",
+        help="key store, sqlite:PATH (default STATE_DIR/keys.sqlite) or nats://…?bucket=NAME",
     )
     store_opts.add_argument("--config", type=Path, default=None, help="TOML settings file")
     store_opts.add_argument("--json", action="store_true", help="machine-readable output")
@@ -102,16 +105,30 @@ def register(subparsers: Any) -> None:
     set_max.set_defaults(run=_run_set_max)
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> SqliteKeyStore:
-    """The store ``serve`` would use; only ``create`` may bring a new one into being (a typo
-    in --state-dir must not silently list an empty store)."""
+T = TypeVar("T")
+
+
+def _with_store(
+    args: argparse.Namespace, action: Callable[[KeyStore], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``action`` on the store ``serve`` would use; only ``create`` may bring a new one
+    into being (a typo in --state-dir or the bucket must not silently list an empty store)."""
     settings = settings_from(
         ServeSettings,
         config_file=args.config,
         section="serve",
         flags={"state_dir": args.state_dir, "keys": args.keys},
     )
-    return open_keystore(settings.keys, settings.state_dir, create=create)
+    store = open_keystore(settings.keys, settings.state_dir, create=create)
+
+    async def run() -> T:
+        try:
+            await store.open()
+            return await action(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
 
 
 def _print_json(value: object) -> None:
@@ -130,9 +147,11 @@ def _describe(record: KeyRecord) -> str:
 
 
 def _run_create(args: argparse.Namespace) -> int:
-    with _open(args, create=True) as store:
-        new = store.create(args.tier, label=args.label, max_connections=args.max_connections)
-        where = store.path
+    async def create(store: KeyStore) -> tuple[NewKey, str]:
+        new = await store.acreate(args.tier, label=args.label, max_connections=args.max_connections)
+        return new, store.location
+
+    new, where = _with_store(args, create, create=True)
     if args.json:
         _print_json({"id": new.record.id, "key": new.api_key, "tier": new.record.tier.value})
     else:
@@ -144,8 +163,7 @@ def _run_create(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    with _open(args) as store:
-        records = store.list()
+    records = _with_store(args, lambda store: store.alist())
     if args.json:
         _print_json([r.public_dict() for r in records])
         return 0
@@ -178,20 +196,25 @@ def _report(args: argparse.Namespace, record: KeyRecord, text: str) -> int:
 
 
 def _run_revoke(args: argparse.Namespace) -> int:
-    with _open(args) as store:
-        was_revoked = store.get(args.key_id).revoked
-        record = store.revoke(args.key_id)
+    async def revoke(store: KeyStore) -> tuple[bool, KeyRecord]:
+        was_revoked = (await store.aget(args.key_id)).revoked
+        return was_revoked, await store.arevoke(args.key_id)
+
+    was_revoked, record = _with_store(args, revoke)
     return _report(args, record, f"{'already revoked' if was_revoked else 'revoked'}: {record.id}")
 
 
 def _run_set_tier(args: argparse.Namespace) -> int:
-    with _open(args) as store:
-        before = store.get(args.key_id).tier
-        record = store.set_tier(args.key_id, args.tier)
+    async def set_tier(store: KeyStore) -> tuple[Tier, KeyRecord]:
+        before = (await store.aget(args.key_id)).tier
+        return before, await store.aset_tier(args.key_id, args.tier)
+
+    before, record = _with_store(args, set_tier)
     return _report(args, record, f"{_describe(record)} (was {before.value})")
 
 
 def _run_set_max(args: argparse.Namespace) -> int:
-    with _open(args) as store:
-        record = store.set_max_connections(args.key_id, args.max_connections)
+    record = _with_store(
+        args, lambda store: store.aset_max_connections(args.key_id, args.max_connections)
+    )
     return _report(args, record, _describe(record))

@@ -270,6 +270,7 @@ async def run_serve(
         source_status=source_status,
     )
     try:
+        await keys.open()  # a key bucket that cannot be reached: one line, before listening
         await feed.start()  # ListenError here: nothing has been ingested
         async with asyncio.TaskGroup() as group:
             if listening is not None:

@@ -110,6 +110,7 @@ class JetStreamJournal:
         self._connecting = asyncio.Lock()
         self._appender: Appender | None = None
         self._trimmer_task: asyncio.Task[None] | None = None
+        self._writable = False  # checked once: not a mirror
         self._closed = False
 
     @property
@@ -187,9 +188,29 @@ class JetStreamJournal:
                 raise ValueError(f"append needs ascending seqs: {before.seq} then {after.seq}")
         await self.connection()
         assert self._appender is not None
+        await self._refuse_a_mirror()
         with self.metrics.append_seconds.time():
             result = await self._appender.append(entries)
         return result
+
+    async def _refuse_a_mirror(self) -> None:
+        """A stream that is a mirror (region 2, ``disksync mirror``) is read-only: an append
+        would cross the leafnode into the origin's stream behind its ingest's back."""
+        if self._writable:
+            return
+        _, js, _ = await self.connection()
+        try:
+            info = await js.stream_info(self.options.stream)
+        except nats.js.errors.NotFoundError:
+            self._writable = True  # the first append creates it
+            return
+        if info.config.mirror is not None:
+            raise JournalError(
+                f"stream {self.options.stream} at {self.target.describe()} is a mirror of"
+                f" {info.config.mirror.name} (another region): it is read-only; ingest into"
+                " the origin region"
+            )
+        self._writable = True
 
     async def bounds(self) -> Bounds:
         state = await self.state()

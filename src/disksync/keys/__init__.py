@@ -11,7 +11,12 @@ Rules kept here:
 * A write by any process (the CLI) bumps a generation in the same transaction; servers poll it and
   learn of revocations and downgrades within one poll interval (default 0.2 s).
 
-The API a server uses (``store = open_keystore(settings.keys, settings.state_dir)``)::
+Backends: ``sqlite:PATH`` (one box) and ``nats://…?bucket=NAME`` (a JetStream KV bucket that
+every edge shares; ``disksync.keys.jetstream``). Both satisfy the ``KeyStore`` protocol
+(``disksync.keys.base``) and pass ``tests/keystore_contract.py``.
+
+The API a server uses (``store = open_keystore(settings.keys, settings.state_dir)``, then
+``await store.open()``)::
 
     # WebSocket upgrade / HTTP request: one HMAC + a dict probe, after a freshness check
     res = await store.authenticate(api_key_or_None, feed=True)   # feed=False for the HTTP API
@@ -29,9 +34,10 @@ The API a server uses (``store = open_keystore(settings.keys, settings.state_dir
     store.authenticate_cached(key, feed=...)  # same judgement, memory only, no await
     await store.aclose()
 
-The CLI uses the blocking methods: ``create(tier, label=, max_connections=) -> NewKey``,
-``list()``, ``get(id)``, ``revoke(id)``, ``set_tier(id, tier)``, ``set_max_connections(id, n)``
-(an unknown id raises ``UnknownKeyIdError``, a ``KeyStoreError``). ``entitled_to_feed(tier)`` and
+The CLI uses the protocol's admin methods: ``acreate(tier, label=, max_connections=) -> NewKey``,
+``alist()``, ``aget(id)``, ``arevoke(id)``, ``aset_tier(id, tier)``, ``aset_max_connections(id,
+n)`` (an unknown id raises ``UnknownKeyIdError``, a ``KeyStoreError``); the SQLite backend also
+has them blocking, without the ``a``. ``entitled_to_feed(tier)`` and
 ``parse_tier(text)`` are pure helpers.
 """
 
@@ -41,7 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from disksync.errors import ConfigError
+from disksync.keys.base import KeyStore
 from disksync.keys.cache import CachedKeyStore
+from disksync.keys.jetstream import DEFAULT_BUCKET, JetStreamKeyStore, KvKeyOptions
 from disksync.keys.model import (
     DEFAULT_MAX_CONNECTIONS,
     FEED_TIERS,
@@ -59,6 +67,7 @@ from disksync.keys.model import (
     parse_tier,
 )
 from disksync.keys.sqlite import SqliteKeyStore
+from disksync.nats.url import is_nats_url, parse_nats_url
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -71,9 +80,11 @@ __all__ = [
     "AuthCode",
     "AuthResult",
     "CachedKeyStore",
+    "JetStreamKeyStore",
     "KeyChange",
     "KeyRecord",
     "KeySnapshot",
+    "KeyStore",
     "NewKey",
     "SqliteKeyStore",
     "Tier",
@@ -96,11 +107,29 @@ def keys_path(url: str | None, state_dir: Path) -> Path:
         if not path:
             raise ConfigError(f"--keys {url!r}: missing path after sqlite:")
         return Path(path)
-    if url.startswith("nats://"):
-        raise ConfigError(
-            "--keys nats://… (a JetStream key-value bucket) is not supported yet; use sqlite:PATH"
-        )
-    raise ConfigError(f"--keys must be sqlite:PATH, got {url!r}")
+    raise ConfigError(f"--keys must be sqlite:PATH or nats://HOST:PORT?bucket=NAME, got {url!r}")
+
+
+_KV_PARAMS = ("bucket", "domain", "secret", "replicas", "connect_timeout_s")
+
+
+def kv_options(url: str, params: dict[str, str]) -> KvKeyOptions:
+    bucket = params.get("bucket", DEFAULT_BUCKET)
+    if not bucket or not all(c.isalnum() or c in "_-" for c in bucket):
+        raise ConfigError(f"--keys {url!r}: bucket {bucket!r} is not a valid bucket name")
+    try:
+        replicas = int(params.get("replicas", "1"))
+        connect_timeout_s = float(params.get("connect_timeout_s", "5"))
+    except ValueError as exc:
+        raise ConfigError(f"--keys {url!r}: {exc}") from None
+    if replicas not in (1, 3, 5) or connect_timeout_s <= 0:
+        raise ConfigError(f"--keys {url!r}: replicas must be 1, 3 or 5; connect_timeout_s > 0")
+    return KvKeyOptions(
+        bucket=bucket,
+        domain=params.get("domain") or None,
+        replicas=replicas,
+        connect_timeout_s=connect_timeout_s,
+    )
 
 
 def open_keystore(
@@ -110,9 +139,22 @@ def open_keystore(
     registry: CollectorRegistry | None = None,
     max_staleness_s: float = 0.0,
     create: bool = True,
-) -> SqliteKeyStore:
-    """Open the key store named by ``url`` (blocking: call it at startup). With ``create``
-    a missing store is created empty; without, it is a ``KeyStoreError``."""
+) -> KeyStore:
+    """The key store named by ``url`` (blocking: call it at startup; then ``await
+    store.open()``). With ``create`` a missing store is created empty; without, it is a
+    ``KeyStoreError``. A ``nats://`` store's secret is ``?secret=PATH`` (default
+    ``STATE_DIR/keys.secret``): every edge holds a copy of the same file."""
+    if url is not None and is_nats_url(url):
+        target = parse_nats_url(url, allowed=_KV_PARAMS)
+        secret = target.options.get("secret")
+        return JetStreamKeyStore(
+            target,
+            secret_path=Path(secret).expanduser() if secret else state_dir / "keys.secret",
+            options=kv_options(url, target.options),
+            create=create,
+            registry=registry,
+            max_staleness_s=max_staleness_s,
+        )
     return SqliteKeyStore(
         keys_path(url, state_dir),
         create=create,

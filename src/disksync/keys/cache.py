@@ -4,9 +4,11 @@ path, coalesced freshness checks, and the revocation watch.
 Rules kept here:
 * The hot path (``authenticate_cached``) is one HMAC plus a dict probe on an immutable
   snapshot: no I/O, no await.
-* A backend supplies only ``_load_if_changed()`` (blocking: read the generation, reload
+* A backend supplies ``_load_if_changed()`` (blocking: read the generation, reload
   everything if it moved). It runs in a worker thread, one call at a time, so the event loop
-  never blocks on storage; callers that arrive while one runs share the next one.
+  never blocks on storage; callers that arrive while one runs share the next one. A backend
+  whose storage is asynchronous (JetStream) overrides ``_fetch_snapshot`` instead, and may
+  override ``watch`` to be woken by the storage rather than by a timer.
 * ``authenticate`` (default ``max_staleness_s=0``) judges a key against a check that started
   after the call arrived: a key revoked before the request is always refused.
 * ``watch`` diffs its own previous snapshot against the current one, so a refresh made by
@@ -81,6 +83,13 @@ class CachedKeyStore:
     def _load_if_changed(self) -> KeySnapshot:
         """Blocking: the current snapshot, reloaded from storage if its generation moved."""
         raise NotImplementedError
+
+    async def _fetch_snapshot(self) -> KeySnapshot:
+        """The snapshot as of a store check made now (default: ``refresh_sync`` in a thread)."""
+        return await asyncio.to_thread(self.refresh_sync)
+
+    async def open(self) -> None:
+        """Connect and check the store (the SQLite backend did both when constructed)."""
 
     def refresh_sync(self) -> KeySnapshot:
         """Reload the in-memory snapshot if the store's generation moved; return it."""
@@ -161,7 +170,7 @@ class CachedKeyStore:
 
     async def _check(self, started: float) -> KeySnapshot:
         try:
-            snapshot = await asyncio.to_thread(self.refresh_sync)
+            snapshot = await self._fetch_snapshot()
         except KeyStoreError:
             if self._metrics is not None:
                 self._metrics.refresh_errors.inc()
@@ -190,8 +199,10 @@ class CachedKeyStore:
             else:
                 failures = 0
                 if current.generation != previous.generation:
-                    yield diff(previous, current)
+                    change = diff(previous, current)
                     previous = current
+                    if change.changed:  # a write that changed nothing is nothing to report
+                        yield change
             await asyncio.sleep(interval_s)
 
     async def aclose(self) -> None:

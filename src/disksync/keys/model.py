@@ -33,6 +33,7 @@ _KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 KEY_CHARS = len(KEY_PREFIX) + math.ceil(KEY_RANDOM_BYTES * 4 / 3)
 _KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 DEFAULT_MAX_CONNECTIONS = 5  # 0 means unlimited
+MAX_LABEL_CHARS = 200
 DIGEST_INDEX_BYTES = 8
 
 
@@ -58,6 +59,19 @@ def parse_tier(text: str) -> Tier:
 def entitled_to_feed(tier: Tier | str) -> bool:
     """The Disk-Sync WebSocket feed is for ``quant`` and ``enterprise`` only (SPEC §5)."""
     return tier in FEED_TIERS
+
+
+def check_new_key(label: str, max_connections: int) -> None:
+    """What every backend refuses in ``create`` (CLI exit code 2)."""
+    if max_connections < 0:
+        raise ConfigError(f"--max-connections must be >= 0 (0 = unlimited), got {max_connections}")
+    if len(label) > MAX_LABEL_CHARS or any(ord(ch) < 32 for ch in label):
+        raise ConfigError(f"--label must be at most {MAX_LABEL_CHARS} printable characters")
+
+
+def check_max_connections(max_connections: int) -> None:
+    if max_connections < 0:
+        raise ConfigError(f"max connections must be >= 0 (0 = unlimited), got {max_connections}")
 
 
 def new_api_key() -> str:
@@ -224,9 +238,10 @@ class KeySnapshot:
 class KeyChange:
     """What changed between two snapshots, as a server needs it.
 
-    ``revoked``: ids that were usable and now are revoked or gone (close every connection, 1008,
-    and answer 401 from now on). ``lost_feed``: ids still usable whose new tier has no feed
-    (close their feed connections, 1008). ``changed``: every id added, removed or modified.
+    ``revoked``: ids that were usable (or unknown) and now are revoked or gone (close every
+    connection, 1008, and answer 401 from now on). ``lost_feed``: ids still usable whose new
+    tier has no feed (close their feed connections, 1008). ``changed``: every id added, removed
+    or modified.
     """
 
     old_generation: int
@@ -245,6 +260,14 @@ def diff(old: KeySnapshot, new: KeySnapshot) -> KeyChange:
     revoked: set[str] = set()
     lost_feed: set[str] = set()
     changed = set(new.records.keys() - old.records.keys())
+    for kid in changed:
+        # Added and already revoked or downgraded since ``old``: a connection may have been
+        # admitted in between (an authenticate saw the key as it was), so it must be closed.
+        added = new.records[kid]
+        if not added.usable:
+            revoked.add(kid)
+        elif not added.feed_allowed:
+            lost_feed.add(kid)
     for kid, before in old.records.items():
         after = new.records.get(kid)
         if after != before:

@@ -22,6 +22,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -42,6 +43,8 @@ from disksync.keys.model import (
     NewKey,
     Tier,
     UnknownKeyIdError,
+    check_max_connections,
+    check_new_key,
     key_digest,
     new_api_key,
     new_key_id,
@@ -54,7 +57,6 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x44534B53  # "DSKS": marks the file as a disksync key store
 _JOURNAL_APPLICATION_ID = 0x44534A4C  # "DSJL" (journal/sqlite_store.py), named in errors only
-MAX_LABEL_CHARS = 200
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS keys (
@@ -276,12 +278,7 @@ class SqliteKeyStore(CachedKeyStore):
     ) -> NewKey:
         """A new key. ``NewKey.api_key`` is the only copy of the key that will ever exist."""
         tier = Tier(tier)
-        if max_connections < 0:
-            raise ConfigError(
-                f"--max-connections must be >= 0 (0 = unlimited), got {max_connections}"
-            )
-        if len(label) > MAX_LABEL_CHARS or any(ord(ch) < 32 for ch in label):
-            raise ConfigError(f"--label must be at most {MAX_LABEL_CHARS} printable characters")
+        check_new_key(label, max_connections)
         api_key = new_api_key()
         digest = key_digest(self._secret, api_key)
         now = _now_ms()
@@ -330,13 +327,38 @@ class SqliteKeyStore(CachedKeyStore):
         return self._update(key_id, "tier = ?", (Tier(tier).value,), differs="tier != ?")
 
     def set_max_connections(self, key_id: str, max_connections: int) -> KeyRecord:
-        if max_connections < 0:
-            raise ConfigError(
-                f"max connections must be >= 0 (0 = unlimited), got {max_connections}"
-            )
+        check_max_connections(max_connections)
         return self._update(
             key_id, "max_connections = ?", (max_connections,), differs="max_connections != ?"
         )
+
+    # -- the KeyStore protocol's admin side: the blocking methods in a worker thread ---------
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    async def acreate(
+        self, tier: Tier, *, label: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS
+    ) -> NewKey:
+        return await asyncio.to_thread(
+            self.create, tier, label=label, max_connections=max_connections
+        )
+
+    async def alist(self) -> list[KeyRecord]:
+        return await asyncio.to_thread(self.list)
+
+    async def aget(self, key_id: str) -> KeyRecord:
+        return await asyncio.to_thread(self.get, key_id)
+
+    async def arevoke(self, key_id: str) -> KeyRecord:
+        return await asyncio.to_thread(self.revoke, key_id)
+
+    async def aset_tier(self, key_id: str, tier: Tier) -> KeyRecord:
+        return await asyncio.to_thread(self.set_tier, key_id, tier)
+
+    async def aset_max_connections(self, key_id: str, max_connections: int) -> KeyRecord:
+        return await asyncio.to_thread(self.set_max_connections, key_id, max_connections)
 
     # -- reads ------------------------------------------------------------------------------
 

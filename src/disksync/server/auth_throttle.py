@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from disksync.errors import ConfigError
-from disksync.keys import AuthResult, SqliteKeyStore
+from disksync.keys import AuthResult, KeyStore
 from disksync.keys.model import plausible_key
 from disksync.server.handshake import Rejected, Rejection
 
@@ -131,7 +131,7 @@ def key_hint(api_key: str | None) -> str:
 class AuthGate:
     """The key check of the HTTP API and the upgrade, with the throttle in front of it."""
 
-    keys: SqliteKeyStore
+    keys: KeyStore
     throttle: AuthThrottle
     failures: Counter  # labelled by reason
 

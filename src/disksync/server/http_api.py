@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
-from disksync.keys import SqliteKeyStore
+from disksync.keys import KeyStore
 from disksync.protocol import encode_error_body, encode_replica_cmd
 from disksync.ratelimit import RateLimiter
 from disksync.server.auth_throttle import AuthGate
@@ -87,7 +87,7 @@ class ApiContext:
     """What the HTTP API reads: the journal, the keys, the limiter and a few server values."""
 
     journal: Journal
-    keys: SqliteKeyStore
+    keys: KeyStore
     auth: AuthGate  # the key check behind the per-address failure throttle
     rate_limiter: RateLimiter
     metrics: ServerMetrics

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from disksync.entry import SourceStatus
 from disksync.errors import DisksyncError
 from disksync.journal.base import Journal
-from disksync.keys import SqliteKeyStore
+from disksync.keys import KeyStore
 from disksync.protocol import OP_TEXT, CloseCode, encode_heartbeat, ws_frame
 from disksync.ratelimit import RateLimiter
 from disksync.server.app import Connection, ConnectionContext, HttpLimits
@@ -110,7 +110,7 @@ class FeedServer:
         config: ServerConfig,
         *,
         journal: Journal,
-        keys: SqliteKeyStore,
+        keys: KeyStore,
         registry: CollectorRegistry,
         source_status: Callable[[], SourceStatus | None] | None = None,
         rate_limiter: RateLimiter | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 
 from disksync.errors import RetentionError
 from disksync.journal.base import Journal
-from disksync.keys import KeyRecord, SqliteKeyStore
+from disksync.keys import KeyRecord, KeyStore
 from disksync.server.auth_throttle import AuthGate
 from disksync.server.handshake import FeedRequest, Rejected, Rejection
 from disksync.server.sessions import Sessions
@@ -29,7 +29,7 @@ class AdmissionContext:
     """What admission reads: the keys (behind the failure throttle), the journal's bounds, the
     session counts, two limits."""
 
-    keys: SqliteKeyStore
+    keys: KeyStore
     auth: AuthGate
     journal: Journal
     sessions: Sessions[Any]
