@@ -17,8 +17,9 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -59,6 +60,44 @@ async def read_ahead(
         while True:
             batch, error = await queue.get()
             permits.release()
+            if error is not None:
+                raise error
+            assert batch is not None
+            yield batch
+            if is_last(batch):
+                return
+    finally:
+        stop.set()
+
+
+def iter_ahead(
+    take: Callable[[], T], is_last: Callable[[T], bool], *, ahead: int = 2, name: str = "read"
+) -> Iterator[T]:
+    """``read_ahead`` for a blocking consumer (replay into a data dir): the same thread and
+    bounds, a blocking queue instead of the event loop."""
+    items: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            try:
+                item: tuple[T | None, BaseException | None] = (take(), None)
+            except BaseException as exc:  # handed to the consumer, raised there
+                item = (None, exc)
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=_POLL_S)
+                    break
+                except queue.Full:
+                    continue
+            if item[1] is not None or (item[0] is not None and is_last(item[0])):
+                return
+
+    thread = threading.Thread(target=produce, name=f"disksync-{name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = items.get()
             if error is not None:
                 raise error
             assert batch is not None
