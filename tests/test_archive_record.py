@@ -175,10 +175,13 @@ def test_store_that_fails_and_recovers_then_a_full_spool(
     try:
         before = wait_for(store, 2)
         proxy.stop()  # the store is gone: the recorder keeps following the feed into its spool
-        time.sleep(2)
+        # files go on being sealed into the spool while every upload fails (not one: the feed
+        # is followed, the backlog waits)
+        deadline = time.monotonic() + scaled(30)
+        while len(waiting := sorted((spool / "sealed").glob("*.json"))) < 2:
+            assert time.monotonic() < deadline, "files stopped being sealed with the store down"
+            time.sleep(0.05)
         assert proc.poll() is None
-        waiting = sorted((spool / "sealed").glob("*.json"))
-        assert waiting, "nothing sealed while the store was down"
         assert {i.name for i in store.list("")} >= before
         proxy.start()
         names = wait_for(store, len(before) // 2 + len(waiting) + 2)
