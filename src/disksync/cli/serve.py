@@ -270,8 +270,7 @@ def heal_source(settings: ServeSettings) -> HealSource | None:
         return None
     if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
         raise ConfigError(
-            f"heal_from {settings.heal_from}: a feed needs heal_api_key "
-            "(or DISKSYNC_HEAL_API_KEY)"
+            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
         )
     access = FeedAccess(settings.heal_api_key, settings.heal_ca)
     return open_source(settings.heal_from, os.environ, access)
