@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lz4.frame
 import pytest
 
@@ -25,7 +27,7 @@ def _lines(count: int) -> list[bytes]:
 
 
 def test_frame_round_trip_streamed_in_small_chunks() -> None:
-    lines = _lines(300)
+    lines = _lines(100)
     blob = compress_lines(lines)
     assert lz4.frame.decompress(blob) == b"".join(line + b"\n" for line in lines)
     chunks = [blob[i : i + 777] for i in range(0, len(blob), 777)]
@@ -67,6 +69,22 @@ def test_trailing_garbage_and_torn_last_line() -> None:
     torn = lz4.frame.compress(b"a\nb")
     with pytest.raises(ArchiveError, match="no newline"):
         list(iter_lines([torn], "obj"))
+
+
+def test_file_made_by_hyperliquids_lz4_tool_is_read_and_our_settings_match(
+    fixtures: Path,
+) -> None:
+    # made by `lz4` 1.9.4 (the tool Hyperliquid's node compresses its files with) from the
+    # fixture's node lines: see tests/fixtures/SOURCES.md
+    blob = (fixtures / "replica_cmds_sample_2026-06-11.lz4").read_bytes()
+    lines = (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+    assert list(iter_lines([blob[i : i + 100] for i in range(0, len(blob), 100)], "hl")) == lines
+    ours = compress_lines(lines)
+    assert lz4.frame.decompress(ours) == lz4.frame.decompress(blob)
+    # frame descriptor flags: theirs (independent blocks, content checksum, no content size)
+    # plus our one addition, the per-block checksum bit
+    assert blob[4] == 0x64
+    assert ours[4] == blob[4] | 0x10
 
 
 def test_hyperliquid_style_frame_is_read() -> None:

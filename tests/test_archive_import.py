@@ -1,4 +1,5 @@
-"""``disksync import`` as a user runs it: subprocesses, a real journal, a live ``serve``."""
+"""``disksync import`` as a user runs it: a real journal, a live ``serve``, one run in a
+subprocess (the rest run the same ``main`` in this process)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_hyperliquid_archive_imported_while_serve_runs_and_served(tmp_path: Path
     server = ServeProcess(state)  # edge mode: serves the journal that import fills
     server.start()
     try:
-        done = run("import", str(tmp_path / "hl"), "--state-dir", str(state))
+        done = cli("import", str(tmp_path / "hl"), "--state-dir", str(state), "--quiet")
         assert done.returncode == 0, done.stderr
         assert f"imported 250 seqs {START + 1}..{START + 250}" in done.stdout
         response = httpx.get(
@@ -92,7 +93,7 @@ def test_truncated_object_named_and_nothing_imported_past_it(tmp_path: Path) -> 
     broken = tmp_path / "hl" / names[1]
     broken.write_bytes(broken.read_bytes()[:-100])
     journal = tmp_path / "j.sqlite"
-    done = run("import", str(tmp_path / "hl"), "--journal", f"sqlite:{journal}")
+    done = cli("import", str(tmp_path / "hl"), "--journal", f"sqlite:{journal}", "--quiet")
     assert done.returncode == 1
     assert names[1] in done.stderr and "truncated" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from archive_helpers import START, cli
-from conftest import disksync_cmd, scaled
 from disksync.archive.sources import read_data_dir
 from disksync.archive.upload import write_archive
 from disksync.simulate import write_data_dir
@@ -18,17 +16,6 @@ from disksync.store import open_store
 from test_client_support import ServeProcess, create_key
 
 COUNT = 450
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        disksync_cmd(*args),
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=False,
-        env=env,
-    )
 
 
 @pytest.fixture
@@ -98,7 +85,8 @@ def test_feed_url_against_the_archive(copies: dict[str, str], tmp_path: Path) ->
         server.kill()
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
+def test_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli("verify", str(tmp_path / "nope"), str(tmp_path)).returncode == 2
-    no_key = run("verify", "ws://127.0.0.1:1/", str(tmp_path), env={"PATH": "/usr/bin"})
+    monkeypatch.delenv("DISKSYNC_API_KEY", raising=False)
+    no_key = cli("verify", "ws://127.0.0.1:1/", str(tmp_path))
     assert no_key.returncode == 2 and "API key" in no_key.stderr

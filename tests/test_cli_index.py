@@ -14,11 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from archive_helpers import cli
 from conftest import disksync_cmd, free_port, scaled
+from disksync.archive.upload import write_archive
 from disksync.entry import Entry
 from disksync.index.rows import add_entry, empty_rows
 from disksync.index.tables import INDEX_SCHEMA
 from disksync.sinks import open_sink
+from disksync.store import open_store
 from test_client_support import Filler, ServeProcess, create_key
 from test_sink_postgres import SERVER, create_database, drop_database
 
@@ -171,6 +174,7 @@ def test_a_database_that_is_down_is_one_line_and_exit_1(journal: Path) -> None:
     "args",
     [
         ("--db", "duckdb:x.duckdb"),  # neither a URL nor a journal
+        ("--from-archive", "a", "--from-journal", "sqlite:j", "--db", "duckdb:x.duckdb"),
         ("ws://127.0.0.1:1/", "--db", "duckdb:x.duckdb"),  # no key
         ("--from-journal", "sqlite:j.sqlite", "--db", "mysql://x"),  # unknown database
     ],
@@ -234,3 +238,33 @@ def test_a_database_lost_mid_run_is_exit_1_and_a_rerun_continues(
     with psycopg.connect(pg_url) as conn:
         seqs = [s for (s,) in conn.execute(b"SELECT seq FROM blocks ORDER BY seq").fetchall()]
     assert seqs == list(range(1, 31))
+
+
+def test_from_archive_indexes_the_same_rows_as_the_journal_and_resumes(
+    journal: Path, tmp_path: Path
+) -> None:
+    async def read() -> list[Entry]:
+        filler = Filler(journal)
+        try:
+            return await filler.all_entries()
+        finally:
+            await filler.close()
+
+    entries = asyncio.run(read())
+    root = tmp_path / "archive"
+    first_part = [(e.seq, e.payload, e.ts_ms) for e in entries if e.seq <= 90]
+    write_archive(open_store(str(root)), iter(first_part), tmp_path / "spool", 50)
+    db = f"duckdb:{tmp_path / 'index.duckdb'}"
+    done = cli("index", "--from-archive", str(root), "--db", db, "--quiet")
+    assert done.returncode == 0, done.stderr
+    rest = [(e.seq, e.payload, e.ts_ms) for e in entries if e.seq > 90]
+    write_archive(open_store(str(root)), iter(rest), tmp_path / "spool2", 50)
+    again = cli("index", "--from-archive", str(root), "--db", db, "--quiet")  # from 91 on
+    assert again.returncode == 0, again.stderr
+    assert table_counts(db) == expected_rows(journal)
+    sink = open_sink(db, INDEX_SCHEMA)
+    try:
+        seqs = [s for (s,) in sink.query("SELECT seq FROM blocks ORDER BY seq")]  # type: ignore[attr-defined]
+    finally:
+        sink.close()
+    assert seqs == list(range(1, LAST + 1))

@@ -105,6 +105,11 @@ class ServeSettings:
     poll_interval_s: PositiveFloat = 0.25
     max_line_bytes: PositiveInt = 256 * MiB
     stall_after_s: PositiveFloat = 10.0
+    # heal: heights the node skips, fetched from another copy (ingest/heal.py)
+    heal_from: str | None = None  # a feed URL (ws[s]://) or an archive ROOT
+    heal_api_key: str | None = None  # the heal feed's key
+    heal_ca: Path | None = None  # CA file for a wss:// heal feed
+    heal_grace_s: PositiveFloat = 5.0
     # journal
     retention_max_age_s: PositiveFloat | None = None
     retention_max_bytes: PositiveInt | None = None

@@ -12,8 +12,9 @@ Rules kept here:
 * A corrupt or truncated object stops the import, naming the object, with nothing of it
   journaled when it is at most ``HOLD_BYTES`` uncompressed (its lines wait until its end is
   checked); of a larger one only lines before the damage, vouched for by block checksums.
-* Reading (a thread: LZ4 and the store are blocking) overlaps appending; memory is bounded by
-  two batches of at most ``batch_bytes``.
+* Reading (a thread: LZ4 and the store are blocking) overlaps appending, ``AHEAD`` batches
+  ahead (``readahead``); memory is bounded by ``HOLD_BYTES`` plus ``AHEAD + 2`` batches of at
+  most ``batch_bytes`` (~144 MiB).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from disksync.archive.readahead import read_ahead
 from disksync.archive.reader import ReadStats, list_files, read_archive
 from disksync.entry import Entry
 from disksync.errors import ArchiveError, ConfigError, ConflictError, DecodeError
@@ -33,6 +35,7 @@ from disksync.store import ObjectStore
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_LINES = 2000
 HOLD_BYTES = 64 * 1024 * 1024  # objects up to this size are imported all-or-nothing
+AHEAD = 8  # batches read ahead: the next held object is read while this one is appended
 
 
 @dataclass(slots=True)
@@ -125,25 +128,21 @@ async def import_archive(
             )
     lines = read_archive(store, from_seq, to_seq, report.read, hold_bytes=HOLD_BYTES)
     numbering = _Numbering(report)
-    pending = asyncio.create_task(asyncio.to_thread(_take, lines, numbering, batch_bytes))
-    try:
-        while True:
-            batch = await pending
-            if not batch.done:
-                pending = asyncio.create_task(
-                    asyncio.to_thread(_take, lines, numbering, batch_bytes)
-                )
-            if batch.entries:
-                await _append(journal, batch.entries, report)
-            if on_progress is not None:
-                on_progress(report)
-            if batch.error is not None:
-                raise batch.error
-            if batch.done:
-                return report
-    finally:
-        if not pending.done():
-            pending.cancel()
+    batches = read_ahead(
+        lambda: _take(lines, numbering, batch_bytes), _done, ahead=AHEAD, name="import"
+    )
+    async for batch in batches:
+        if batch.entries:
+            await _append(journal, batch.entries, report)
+        if on_progress is not None:
+            on_progress(report)
+        if batch.error is not None:
+            raise batch.error
+    return report
+
+
+def _done(batch: _Batch) -> bool:
+    return batch.done
 
 
 async def _append(journal: Journal, entries: list[Entry], report: ImportReport) -> None:

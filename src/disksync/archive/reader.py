@@ -5,7 +5,10 @@ Rules kept here:
   is seq ``H+i+1`` (the layout's rule, for our files and Hyperliquid's alike). A seq at or
   below one already yielded (a restarted node's repeat in the next run) is skipped and counted.
 * Memory is one chunk of one object plus one line: objects are streamed, never loaded whole.
-* Where a manifest exists it is checked at the file's end (count, both sha256); a mismatch is an
+* Every object is checked by LZ4 as it is read (the frame's content checksum, and ours have one
+  per block). Where a manifest exists it is checked at the file's end: count, last seq and both
+  sizes always, both sha256 with ``digests`` (two sha256 passes cost more than reading and
+  decompressing, so the commands that only move lines leave them off); a mismatch is an
   ``ArchiveError`` naming the object. Files without one (Hyperliquid's) rely on the LZ4 checks.
 * ``hold_bytes`` makes small objects all-or-nothing (import): lines of an object that turns out
   truncated or corrupt at its end are not yielded if the object fits in that bound; a larger
@@ -87,6 +90,7 @@ def read_archive(
     stats: ReadStats | None = None,
     *,
     hold_bytes: int = 0,
+    digests: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
     """Every (seq, line) of the archive with ``from_seq <= seq <= to_seq``, ascending. With
     ``hold_bytes``, an object's lines are held back until the whole object has been checked,
@@ -104,7 +108,7 @@ def read_archive(
         if to_seq is not None and file.key.height + 1 > to_seq:
             break
         stats.files += 1
-        lines = read_file(store, file, manifest, stats)
+        lines = read_file(store, file, manifest, stats, digests=digests)
         if hold_bytes:
             lines = _held(lines, hold_bytes)
         for seq, line in lines:
@@ -140,10 +144,12 @@ def read_file(
     file: ArchiveFile,
     manifest: Manifest | None,
     stats: ReadStats | None = None,
+    *,
+    digests: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
     """The lines of one data file, numbered by position, checked against its manifest."""
     name = file.key.object
-    reader = LineReader(f"{store.url}/{name}")
+    reader = LineReader(f"{store.url}/{name}", digests=digests and manifest is not None)
     if stats is not None:
         stats.current = reader.name
         stats.current_key = file.key
@@ -161,9 +167,17 @@ def read_file(
     problems = []
     if count != manifest.count or seq != manifest.last_seq:
         problems.append(f"{count} lines ending at seq {seq}, manifest says {manifest.count}")
-    if reader.lines_sha256.hexdigest() != manifest.lines_sha256:
+    if reader.lines_bytes != manifest.lines_bytes:
+        problems.append(
+            f"{reader.lines_bytes} bytes of lines, manifest says {manifest.lines_bytes}"
+        )
+    if reader.object_bytes != manifest.object_bytes:
+        problems.append(
+            f"{reader.object_bytes} bytes of object, manifest says {manifest.object_bytes}"
+        )
+    if reader.digests and reader.lines_sha256.hexdigest() != manifest.lines_sha256:
         problems.append("lines sha256 differs from the manifest")
-    if reader.object_sha256.hexdigest() != manifest.object_sha256:
+    if reader.digests and reader.object_sha256.hexdigest() != manifest.object_sha256:
         problems.append("object sha256 differs from the manifest")
     if problems:
         raise ArchiveError(f"{reader.name}: {'; '.join(problems)}")

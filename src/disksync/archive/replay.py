@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disksync.archive.naming import ArchiveKey
+from disksync.archive.readahead import iter_ahead
 from disksync.archive.reader import ReadStats, read_archive
-from disksync.archive.sources import thread_batches
+from disksync.archive.sources import BATCH_BYTES, thread_batches
 from disksync.entry import Entry
 from disksync.hl.meta import block_meta, parse_block_time_ns
 from disksync.journal.base import Journal
@@ -33,6 +34,7 @@ from disksync.source.layout import REPLICA_DIR
 from disksync.store import ObjectStore
 
 _NODE_PREFIX = b'{"abci_block":{"time":"'
+_BATCH_LINES = 1000
 
 
 def block_time_ns(line: bytes) -> int | None:
@@ -96,14 +98,16 @@ class DataDirWriter:
         if self._fd is None or key != self._key or seq != (self._last_seq or 0) + 1:
             self._open(key, seq - 1)
         assert self._fd is not None
-        data = line + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        size = len(line) + 1
+        written = os.writev(self._fd, (line, b"\n"))  # no copy of a MB line to add its \n
+        if written < size:  # a short write (a signal, a full disk's last bytes): the rest
+            rest = memoryview(line + b"\n")[written:]
+            while rest:
+                rest = rest[os.write(self._fd, rest) :]
         self._last_seq = seq
         stats = self.stats
         stats.lines += 1
-        stats.bytes += len(data)
+        stats.bytes += size
         stats.first_seq = seq if stats.first_seq is None else stats.first_seq
         stats.last_seq = seq
 
@@ -134,18 +138,36 @@ def replay_to_data_dir(
     pacer = Pacer(speed)
     writer = DataDirWriter(out)
     read = ReadStats()
-    try:
-        for seq, line in read_archive(store, from_seq, to_seq, read):
-            wait = pacer.wait_s(line)
-            if wait > 0:
-                sleep(wait)
+    lines = read_archive(store, from_seq, to_seq, read)
+
+    def take() -> list[tuple[int, bytes, ArchiveKey]]:
+        # the key is taken with each line: by the time it is written, the reader is ahead
+        batch: list[tuple[int, bytes, ArchiveKey]] = []
+        size = 0
+        for seq, line in lines:
             assert read.current_key is not None
-            writer.write(seq, line, read.current_key)
-            if on_line is not None:
-                on_line(writer.stats, read)
+            batch.append((seq, line, read.current_key))
+            size += len(line)
+            if size >= BATCH_BYTES or len(batch) >= _BATCH_LINES:
+                break
+        return batch
+
+    try:
+        for batch in iter_ahead(take, _empty, name="replay"):
+            for seq, line, key in batch:
+                wait = pacer.wait_s(line)
+                if wait > 0:
+                    sleep(wait)
+                writer.write(seq, line, key)
+                if on_line is not None:
+                    on_line(writer.stats, read)
     finally:
         writer.close()
     return writer.stats
+
+
+def _empty(batch: list[tuple[int, bytes, ArchiveKey]]) -> bool:
+    return not batch
 
 
 async def replay_to_journal(

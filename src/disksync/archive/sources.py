@@ -15,7 +15,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Protocol
 
 import httpx
 
+from disksync.archive.readahead import read_ahead
 from disksync.archive.reader import read_archive
 from disksync.client import ClientConfig, Feed
 from disksync.client.backfill import http_client
@@ -93,20 +93,17 @@ def _take(lines: Iterator[tuple[int, bytes]]) -> Batch:
     return batch
 
 
-async def thread_batches(lines: Iterator[tuple[int, bytes]]) -> AsyncIterator[Batch]:
-    """Batches of a blocking iterator, read one batch ahead in a thread."""
-    pending = asyncio.ensure_future(asyncio.to_thread(_take, lines))
-    try:
-        while True:
-            batch = await pending
-            if not batch:
-                return
-            pending = asyncio.ensure_future(asyncio.to_thread(_take, lines))
+async def thread_batches(
+    lines: Iterator[tuple[int, bytes]], *, ahead: int = 2
+) -> AsyncIterator[Batch]:
+    """Batches of a blocking iterator, read ``ahead`` batches ahead in a thread."""
+    async for batch in read_ahead(lambda: _take(lines), _empty, ahead=ahead):
+        if batch:
             yield batch
-    finally:
-        pending.cancel()
-        if pending.done() and not pending.cancelled():
-            pending.exception()  # retrieved: an abandoned read's error is not "never retrieved"
+
+
+def _empty(batch: Batch) -> bool:
+    return not batch
 
 
 class ArchiveSource:

@@ -3,9 +3,10 @@
 Rules kept here:
 * Exactly once: rows and the position are stored in one transaction (``disksync.sinks``); the
   stored position wins over ``--from-seq`` (said on stderr, with both numbers).
-* Input is the feed (several URLs: failover, through the SDK) or ``--from-journal URL`` (a
-  local journal, read to its end, then followed with ``--follow``); both are async iterators
-  of entries (``index.sources``), so an archive input is one more function there.
+* Input is the feed (several URLs: failover, through the SDK), ``--from-journal URL`` (a
+  local journal, read to its end, then followed with ``--follow``) or ``--from-archive ROOT``
+  (read to its end); all are async iterators of entries (``index.sources``) into the same
+  ``run_index``.
 * A block that does not decode is counted, logged and kept as its ``blocks`` row; a database
   that is down or refuses us is one line and exit 1, with the last committed position intact.
 * Progress: one live line on a terminal (rich), a summary line at the end, Prometheus metrics
@@ -37,7 +38,7 @@ from disksync.cli.feedargs import (
 from disksync.entry import Entry
 from disksync.errors import ConfigError
 from disksync.index.indexer import IndexMetrics, IndexOptions, IndexStats, run_index
-from disksync.index.sources import feed_entries, journal_entries
+from disksync.index.sources import archive_entries, feed_entries, journal_entries
 from disksync.index.tables import INDEX_SCHEMA
 from disksync.sinks import DEFAULT_DB, Sink, open_sink
 
@@ -73,6 +74,12 @@ def register(subparsers: Any) -> None:
         "--from-journal", default=None, metavar="URL", help="read a journal (sqlite:PATH) instead"
     )
     parser.add_argument(
+        "--from-archive",
+        default=None,
+        metavar="ROOT",
+        help="read an archive (directory, s3://, az://) to its end instead",
+    )
+    parser.add_argument(
         "--follow", action="store_true", help="with --from-journal: keep following it live"
     )
     parser.add_argument(
@@ -94,8 +101,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.urls) == bool(args.from_journal):
-        raise ConfigError("give feed URL(s) or --from-journal URL (exactly one of them)")
+    if sum(map(bool, (args.urls, args.from_journal, args.from_archive))) != 1:
+        raise ConfigError(
+            "give feed URL(s), --from-journal URL or --from-archive ROOT (exactly one of them)"
+        )
     if args.follow and not args.from_journal:
         raise ConfigError("--follow applies to --from-journal only (the feed is always live)")
     if args.urls:
@@ -159,6 +168,12 @@ def _run(args: argparse.Namespace, sink: Sink, metrics: IndexMetrics) -> int:
 
 
 async def _entries(args: argparse.Namespace, start: int | None) -> AsyncIterator[Entry]:
+    if args.from_archive:
+        import os
+
+        from disksync.store import open_store
+
+        return archive_entries(open_store(args.from_archive, os.environ), start or 0)
     if args.from_journal:
         from disksync.journal import open_journal
 

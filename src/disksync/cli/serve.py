@@ -35,12 +35,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from disksync.archive.sources import FeedAccess, open_source
 from disksync.cli.allocator import AllocatorTuning, hand_back_memory, keep_frame_memory
 from disksync.cli.common import event_loop_runner, settings_from
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
 from disksync.errors import ConfigError, SourceError
 from disksync.ingest import Ingest, IngestStats, first_failure
+from disksync.ingest.heal import HealSource
 from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.nats.status import StatusPublisher, StatusWatcher
@@ -85,6 +87,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
     p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
     p.add_argument(
+        "--heal-from",
+        help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
+    )
+    p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
+    p.add_argument(
         "--no-inotify",
         action="store_true",
         help="follow the log by polling only (inotify is used when available)",
@@ -106,6 +113,8 @@ _SETTING_FLAGS = (
     "poll_interval_s",
     "max_line_bytes",
     "stall_after_s",
+    "heal_from",
+    "heal_grace_s",
 )
 
 
@@ -225,6 +234,8 @@ async def run_serve(
             tailer_config=tailer_config(settings, use_inotify=use_inotify),
             registry=registry,
             stall_after_s=settings.stall_after_s,
+            heal_from=heal_source(settings),
+            heal_grace_s=settings.heal_grace_s,
         )
     elif not isinstance(journal, JetStreamJournal):
         log.warning(
@@ -312,6 +323,19 @@ async def _closing_feed_on_failure(
         feed.stop(CloseCode.INTERNAL)
         await asyncio.wait([feed_task])
         raise
+
+
+def heal_source(settings: ServeSettings) -> HealSource | None:
+    """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
+    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
+    if settings.heal_from is None:
+        return None
+    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
+        raise ConfigError(
+            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
+        )
+    access = FeedAccess(settings.heal_api_key, settings.heal_ca)
+    return open_source(settings.heal_from, os.environ, access)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -1,20 +1,28 @@
-"""Where the tools read entries from: the feed (through the SDK) or a journal.
+"""Where the tools read entries from: the feed (through the SDK), a journal or an archive.
 
 Rules kept here:
 * Every source is an async iterator of ``Entry`` in ascending seq order, so ``index`` and
-  ``analyze`` run the same code whatever the input (an archive source plugs in here).
+  ``analyze`` run the same code whatever the input.
 * Memory is bounded: a journal is read in pages bounded by count and bytes.
 * The feed source uses the SDK's guarantees unchanged (failover, resume, no gap, no duplicate);
   ``from_seq`` None means the next live command.
+* An archive is read by ``archive.reader`` (the reader ``import`` and ``verify`` use) in a
+  read-ahead thread; an entry's ``ts_ms`` is its block time (0 for a line without one, which
+  the indexer counts as undecodable like any other), its receive time the time it was read.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
+from disksync.archive.reader import read_archive
+from disksync.archive.replay import block_time_ns
+from disksync.archive.sources import thread_batches
 from disksync.client import ClientConfig, Feed, events
 from disksync.entry import Entry
 from disksync.journal import Journal
+from disksync.store import ObjectStore
 
 PAGE_ENTRIES = 256
 PAGE_BYTES = 32 * 1024 * 1024
@@ -43,3 +51,12 @@ async def journal_entries(journal: Journal, start: int, *, follow: bool) -> Asyn
     if follow:
         async for entry in journal.follow(start):
             yield entry
+
+
+async def archive_entries(store: ObjectStore, start: int) -> AsyncIterator[Entry]:
+    """Entries of the archive from seq ``start`` to its end."""
+    async for batch in thread_batches(read_archive(store, from_seq=start)):
+        now_us = time.time_ns() // 1000
+        for seq, line in batch:
+            ns = block_time_ns(line)
+            yield Entry(seq, line, 0 if ns is None else ns // 1_000_000, now_us)

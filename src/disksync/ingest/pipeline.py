@@ -9,7 +9,9 @@ Rules kept here:
   seq the journal does not hold (it fell in an earlier gap, or below retention) is counted as
   ``late`` and not journaled: the journal only grows forward.
 * A forward jump in seq is a real upstream gap: what exists is published, the gap is logged
-  and counted (``disksync_ingest_gap_seqs_total`` = missing seqs).
+  and counted (``disksync_ingest_gap_seqs_total`` = missing seqs). With a heal source
+  (``heal``), the missing seqs are first asked from it and journaled in order before the
+  later ones; only what it lacks is a gap (``ingest.heal``).
 * Appends are batched (whatever the tailer has, bounded in bytes and lines), so catching up is
   fast while a single live line is appended the moment it is read. Reading and appending are
   two tasks joined by a queue of at most two batches; a source error travels through that
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import ConflictError, DiskFullError, RetentionError
+from disksync.ingest.heal import HealSource, heal
 from disksync.journal.base import AppendResult, Journal
 from disksync.source import SourceMetrics, Tailer, TailerConfig
 
@@ -73,6 +76,10 @@ class IngestMetrics:
         self.late = counter("late", "Lines for a seq below the head that the journal lacks")
         self.gaps = counter("gaps", "Forward jumps in seq (upstream gaps)")
         self.gap_seqs = counter("gap_seqs", "Seqs missing upstream, summed over all gaps")
+        self.healed = counter("healed_seqs", "Seqs the node skipped, journaled from --heal-from")
+        self.heal_failures = counter(
+            "heal_failures", "Heals cut short: the heal source stalled, failed or gave a stray seq"
+        )
         self.head_seq = Gauge("disksync_ingest_head_seq", "Last journaled seq", registry=registry)
         self.source_age = Gauge(
             "disksync_source_age_seconds",
@@ -135,6 +142,8 @@ class Ingest:
         stall_after_s: float = 10.0,
         wall_ns: Callable[[], int] = time.time_ns,
         on_appended: Callable[[Sequence[Entry]], None] | None = None,
+        heal_from: HealSource | None = None,
+        heal_grace_s: float = 5.0,
     ) -> None:
         registry = registry if registry is not None else CollectorRegistry()
         self._journal = journal
@@ -146,6 +155,8 @@ class Ingest:
         self._stall_after_s = stall_after_s
         self._wall_ns = wall_ns
         self._on_appended = on_appended
+        self._heal_from = heal_from
+        self._heal_grace_s = heal_grace_s
         self._tailer: Tailer | None = None
         self._last_seq: int | None = None
         self._lag_ms: int | None = None
@@ -248,7 +259,13 @@ class Ingest:
                 await self._check_repeats(repeats)
                 repeats = []
             if last is not None and entry.seq > last + 1:
-                self._note_gap(last, entry.seq)
+                if self._heal_from is not None:
+                    if fresh:
+                        await self._append(fresh)
+                        fresh = []
+                    last = await self._heal(last + 1, entry.seq - 1)
+                if entry.seq > last + 1:
+                    self._note_gap(last, entry.seq)
             fresh.append(entry)
             self._last_seq = entry.seq
         if repeats:
@@ -357,6 +374,29 @@ class Ingest:
                 len(entry.payload),
                 extra={"suppressed": self._conflict_log.suppressed},
             )
+
+    async def _heal(self, first: int, last: int) -> int:
+        """Journal what the heal source has of ``first..last``; returns the head after it."""
+        assert self._heal_from is not None
+        result = await heal(
+            self._heal_from, first, last, self._append, grace_s=self._heal_grace_s,
+            wall_ns=self._wall_ns,
+        )  # fmt: skip
+        if result.healed:
+            self._metrics.healed.inc(result.healed)
+            log.info(
+                "healed %d of %d missing seq(s) %d..%d from %s",
+                result.healed,
+                last - first + 1,
+                first,
+                last,
+                self._heal_from.name,
+            )
+        if result.failed:
+            self._metrics.heal_failures.inc()
+        if result.last_seq is not None:
+            self._last_seq = result.last_seq
+        return first - 1 if result.last_seq is None else result.last_seq
 
     def _note_gap(self, last: int, seq: int) -> None:
         missing = seq - last - 1

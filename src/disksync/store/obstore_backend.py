@@ -7,6 +7,10 @@ Rules kept here:
 * A file is uploaded from disk in 8 MiB parts (multipart on S3/Azure, temp file + rename
   locally): atomic either way, and never the whole file in memory.
 * obstore's exceptions become ``ObjectNotFound`` / ``StoreError`` with the store URL and name.
+* One exception, measured: a local directory's objects are *read* with plain file reads of
+  8 MiB (``LocalFileStore``). obstore's local stream cost 2.4x the CPU of reading and
+  decompressing the same files (bench_archive: import/verify/replay at ~0.6x the bare loop);
+  plain reads cost nothing next to LZ4. Writes and listing stay obstore's.
 """
 
 from __future__ import annotations
@@ -88,9 +92,58 @@ class ObstoreStore:
             raise self._fail("delete", name, exc) from None
 
 
+class LocalFileStore(ObstoreStore):
+    """A local directory: obstore's ``LocalStore`` for writes and listing, file reads for reads."""
+
+    def __init__(self, path: Path) -> None:
+        self._root = path.resolve()
+        super().__init__(str(path), LocalStore(self._root, mkdir=True))
+
+    def _path(self, name: str) -> Path:
+        parts = name.split("/")
+        if not name or any(part in ("", ".", "..") for part in parts):
+            raise StoreError(f"{self.url}: not an object name: {name!r}")
+        return self._root.joinpath(*parts)
+
+    def get(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"{self.url}: no object {name}") from None
+        except OSError as exc:
+            raise StoreError(f"{self.url}: get {name} failed: {exc}") from None
+
+    def get_range(self, name: str, start: int, end: int) -> bytes:
+        try:
+            with open(self._path(name), "rb") as fh:
+                fh.seek(start)
+                return fh.read(max(0, end - start))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"{self.url}: no object {name}") from None
+        except OSError as exc:
+            raise StoreError(f"{self.url}: get_range {name} failed: {exc}") from None
+
+    def stream(self, name: str) -> Iterator[bytes]:
+        try:
+            handle = open(self._path(name), "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"{self.url}: no object {name}") from None
+        except OSError as exc:
+            raise StoreError(f"{self.url}: get {name} failed: {exc}") from None
+        with handle:
+            while True:
+                try:
+                    chunk = handle.read(_CHUNK)
+                except OSError as exc:
+                    raise StoreError(f"{self.url}: get {name} failed: {exc}") from None
+                if not chunk:
+                    return
+                yield chunk
+
+
 def local_store(path: Path) -> ObstoreStore:
     path.mkdir(parents=True, exist_ok=True)
-    return ObstoreStore(str(path), LocalStore(path.resolve(), mkdir=True))
+    return LocalFileStore(path)
 
 
 def _client_options(endpoint: str | None) -> dict[str, Any]:
