@@ -19,7 +19,8 @@ What each row reports (median over interleaved rounds, alternating order):
 
 TLS rows stop at 30 clients: the load clients decrypt in Python on the one CPU the server does
 not use; at 50 mainnet clients (≈280 MB/s of frames) they lag by seconds even behind the bare
-server, so a larger TLS row would measure the clients. "Mainnet clients per core" is derived from CPU per GB instead.
+server, so a larger TLS row would measure the clients. "Mainnet clients per core" is derived
+from CPU per GB instead.
 
 Processes: servers pinned to CPU 0 (through ``preexec_fn``, so every thread they start is
 pinned too), the node writer, the floor loop and the clients on the other CPUs.
