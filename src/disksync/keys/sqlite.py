@@ -34,7 +34,7 @@ from typing import Literal, TypeVar
 from prometheus_client import CollectorRegistry
 
 from disksync.diskspace import describe, is_disk_full
-from disksync.errors import ConfigError, KeyStoreError
+from disksync.errors import KeyStoreError
 from disksync.keys.cache import CachedKeyStore
 from disksync.keys.model import (
     DEFAULT_MAX_CONNECTIONS,
