@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -375,3 +376,36 @@ def test_ingest_needs_a_data_dir(argv: list[str]) -> None:
     done = subprocess.run(disksync_cmd(*argv), capture_output=True, timeout=scaled(60))
     assert done.returncode == 2
     assert b"ingest needs --data-dir" in done.stderr
+
+
+async def test_serve_with_a_node_writes_the_stream_and_reports_its_status_to_edges(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """``serve --data-dir … --journal nats://…`` is an ingest and an edge in one process: it
+    publishes its node's status like ``disksync ingest`` does, so a plain edge reports it."""
+    journal = f"{nats_server.url}?stream={fresh_name('S')}"
+    node = Node(tmp_path / "node")
+    node.new_file(RUN_1, 0)
+    for height in range(1, 6):
+        node.write(height)
+    state = tmp_path / "state"
+    state.mkdir()
+    both = edge_proc(tmp_path, "both", journal, state)
+    both.argv += ["--data-dir", str(node.data_dir), "--start", "earliest"]
+    edge = edge_proc(tmp_path, "edge", journal, state)
+    with stopping([both, edge], []):
+        both.start()
+        edge.start()
+        _, key = create_key(state, tier="enterprise")
+        wait_ready(both)
+        wait_ready(edge)
+
+        def reported() -> bool:
+            status = edge.status(key)
+            source = status["source"]
+            assert isinstance(source, dict)
+            return status["head_seq"] == 5 and str(source["file"]).startswith(
+                f"{socket.gethostname()}:"
+            )
+
+        await wait_for(reported, "the edge to report the node of the other process", 30, both)
