@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -304,6 +305,9 @@ async def test_two_nodes_two_ingests_two_edges_every_height_once_byte_exact(
 async def test_nats_server_kill9_and_restart_under_ingest_edge_and_client(
     tmp_path: Path,
 ) -> None:
+    """The writer here is ``serve --data-dir … --journal nats://…`` (an ingest and an edge in one
+    process): it publishes its node's status as ``disksync ingest`` does, so the plain edge the
+    client reads reports that node (by host name)."""
     server = NatsServer(tmp_path / "nats")
     server.start()
     journal = f"{server.url}?stream={fresh_name('K')}"
@@ -311,7 +315,8 @@ async def test_nats_server_kill9_and_restart_under_ingest_edge_and_client(
     node.new_file(RUN_1, 0)
     state = tmp_path / "edges"
     state.mkdir()
-    ingest = ingest_proc(tmp_path, "A", node.data_dir, journal)
+    ingest = edge_proc(tmp_path, "serve-with-node", journal, state)
+    ingest.argv += ["--data-dir", str(node.data_dir), "--start", "earliest"]
     edge = edge_proc(tmp_path, "e1", journal, state)
     last = 150
     try:
@@ -319,7 +324,7 @@ async def test_nats_server_kill9_and_restart_under_ingest_edge_and_client(
         with stopping([ingest, edge], got):
             ingest.start()
             edge.start()
-            _, key = create_key(state)
+            _, key = create_key(state, tier="enterprise")
             wait_ready(edge)
 
             async def follow() -> None:
@@ -343,6 +348,9 @@ async def test_nats_server_kill9_and_restart_under_ingest_edge_and_client(
             assert [seq for seq, _ in got] == list(range(1, last + 1))
             assert all(payload == node_line(seq) for seq, payload in got)
             assert ingest.alive() and edge.alive()  # a restarted server is a pause
+            source = edge.status(key)["source"]
+            assert isinstance(source, dict)
+            assert str(source["file"]).startswith(f"{socket.gethostname()}:"), source
     finally:
         server.stop()
 
@@ -353,14 +361,15 @@ def test_a_nats_server_that_is_down_is_a_clear_error_and_sqlite_edge_warns(
     down = f"nats://127.0.0.1:{free_port()}?connect_timeout_s=1"
     node = tmp_path / "node"
     (node / "replica_cmds").mkdir(parents=True)
-    for argv in (
-        ["serve", "--journal", down, "--state-dir", str(tmp_path / "s1"),
-         "--listen", f"127.0.0.1:{free_port()}"],
-        ["ingest", "--journal", down, "--data-dir", str(node), "--state-dir", str(tmp_path)],
-    ):  # fmt: skip
-        done = subprocess.run(disksync_cmd(*argv), capture_output=True, timeout=scaled(60))
-        assert done.returncode == 1, done.stderr
-        assert b"cannot reach NATS at nats://127.0.0.1:" in done.stderr, done.stderr
+    runs = [
+        subprocess.Popen(disksync_cmd(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for argv in (
+            ["serve", "--journal", down, "--state-dir", str(tmp_path / "s1"),
+             "--listen", f"127.0.0.1:{free_port()}"],
+            ["ingest", "--journal", down, "--data-dir", str(node), "--state-dir", str(tmp_path)],
+            ["ingest", "--journal", down],
+        )
+    ]  # fmt: skip
     edge = edge_proc(tmp_path, "lonely", f"sqlite:{tmp_path / 'j.sqlite'}", tmp_path / "s2")
     edge.start()
     try:
@@ -368,10 +377,8 @@ def test_a_nats_server_that_is_down_is_a_clear_error_and_sqlite_edge_warns(
     finally:
         edge.stop()
     assert "no node is read" in edge.log()
-
-
-@pytest.mark.parametrize("argv", [["ingest", "--journal", "nats://h:1"]])
-def test_ingest_needs_a_data_dir(argv: list[str]) -> None:
-    done = subprocess.run(disksync_cmd(*argv), capture_output=True, timeout=scaled(60))
-    assert done.returncode == 2
-    assert b"ingest needs --data-dir" in done.stderr
+    outcomes = [(run.wait(scaled(60)), run.communicate()[1]) for run in runs]
+    for code, stderr in outcomes[:2]:
+        assert code == 1, stderr
+        assert b"cannot reach NATS at nats://127.0.0.1:" in stderr, stderr
+    assert outcomes[2][0] == 2 and b"ingest needs --data-dir" in outcomes[2][1]

@@ -222,7 +222,7 @@ async def run_ingest(
             start_http_server(metrics_at[1], metrics_at[0], registry=registry)
         async with asyncio.TaskGroup() as group:
             group.create_task(ingest.run(), name="ingest")
-            group.create_task(ingest_progress(ingest), name="progress")
+            group.create_task(ingest_progress(ingest, log), name="progress")
             if publisher is not None:
                 group.create_task(publisher.run(), name="status")
             await stop.wait()

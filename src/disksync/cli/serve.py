@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -258,7 +259,7 @@ async def run_serve(
                 publisher = StatusPublisher(
                     nc,
                     journal.subjects.status,
-                    settings.region,
+                    socket.gethostname(),
                     ingest.status,
                     lambda: ingest.stats().head_seq if ingest is not None else None,
                 )
@@ -348,7 +349,7 @@ def edge_status() -> SourceStatus:
     return SourceStatus("absent", None, None)
 
 
-async def ingest_progress(ingest: Ingest) -> None:
+async def ingest_progress(ingest: Ingest, logger: logging.Logger = log) -> None:
     """One log line every ~5 s: rates since the last line, head, lag, file."""
     before = ingest.stats()
     then = time.monotonic()
@@ -356,19 +357,23 @@ async def ingest_progress(ingest: Ingest) -> None:
         await asyncio.sleep(PROGRESS_EVERY_S)
         now = time.monotonic()
         stats = ingest.stats()
-        _log_progress(before, stats, now - then, ingest.status())
+        _log_progress(before, stats, now - then, ingest.status(), logger)
         before, then = stats, now
 
 
 def _log_progress(
-    before: IngestStats, stats: IngestStats, elapsed_s: float, status: SourceStatus
+    before: IngestStats,
+    stats: IngestStats,
+    elapsed_s: float,
+    status: SourceStatus,
+    logger: logging.Logger = log,
 ) -> None:
     elapsed_s = max(elapsed_s, 1e-9)
     lines_s = (stats.lines - before.lines) / elapsed_s
     mb_s = (stats.bytes - before.bytes) / elapsed_s / 1e6
     lag = f"{stats.lag_ms / 1000:.2f}s" if stats.lag_ms is not None else "-"
     age = f"{status.age_ms / 1000:.1f}s" if status.age_ms is not None else "-"
-    log.info(
+    logger.info(
         "ingest %.1f lines/s %.2f MB/s head_seq=%s lag=%s source=%s age=%s file=%s",
         lines_s,
         mb_s,
