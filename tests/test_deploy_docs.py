@@ -30,3 +30,38 @@ def test_the_configs_variables_are_set_by_the_tests_and_the_example() -> None:
         assert "NATS_PORT" in wanted
         assert wanted <= set(server.env), wanted - set(server.env)
         assert wanted <= named, wanted - named
+
+
+def test_a_mirror_plan_keeps_the_origin_and_refuses_anything_else() -> None:
+    import pytest
+    from nats.js.api import ExternalStream, StreamConfig, StreamInfo, StreamSource, StreamState
+
+    from disksync.errors import ConfigError
+    from disksync.nats.mirror import judge_existing, mirror_config
+
+    state = StreamState(messages=3, bytes=1, first_seq=1000, last_seq=1002, consumer_count=0)
+    origin = StreamInfo(
+        config=StreamConfig(
+            name="DISKSYNC",
+            subjects=["disksync.DISKSYNC.*"],
+            max_age=3600.0,
+            metadata={"disksync_first_seq": "1000", "_nats.ver": "2.15.1"},
+        ),
+        state=state,
+    )
+    wanted = mirror_config(origin, "r1", replicas=1)
+    assert wanted.name == "DISKSYNC" and not wanted.subjects
+    assert wanted.mirror is not None and wanted.mirror.external is not None
+    assert (wanted.mirror.name, wanted.mirror.external.api) == ("DISKSYNC", "$JS.r1.API")
+    assert wanted.allow_direct and wanted.max_age == 3600.0
+    assert wanted.metadata == {"disksync_first_seq": "1000"}  # the server's own keys dropped
+    judge_existing(StreamInfo(config=wanted, state=state), wanted)  # the same mirror: fine
+    for other in (
+        StreamConfig(name="DISKSYNC", subjects=["x.>"]),  # a stream of its own
+        StreamConfig(  # a mirror of another domain
+            name="DISKSYNC",
+            mirror=StreamSource(name="DISKSYNC", external=ExternalStream(api="$JS.r9.API")),
+        ),
+    ):
+        with pytest.raises(ConfigError, match="refusing"):
+            judge_existing(StreamInfo(config=other, state=state), wanted)
