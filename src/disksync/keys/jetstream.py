@@ -74,8 +74,8 @@ class KvKeyOptions:
     replicas: int = 1
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
-    catch_up_s: float = 3.0  # a watch this far behind the stream is restarted
-    check_interval_s: float = 2.0  # how often ``watch`` double-checks the watch against the stream
+    catch_up_s: float = 1.5  # a watch this far behind the stream is restarted
+    check_interval_s: float = 0.5  # how often ``watch`` double-checks the watch against the stream
 
     @property
     def stream(self) -> str:
