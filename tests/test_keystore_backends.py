@@ -162,3 +162,45 @@ async def test_a_hand_written_entry_disables_only_itself(
     finally:
         for s in opened:
             await s.aclose()
+
+
+async def test_the_watch_survives_a_nats_server_kill9_and_restart(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    opened: list[KeyStore] = []
+    try:
+        factory = await kv_factory(server, fresh_name("K"), tmp_path, opened)
+        edge = await factory()
+        admin = await factory()
+        new = await admin.acreate(Tier.QUANT)
+        assert (await edge.authenticate(new.api_key, feed=True)).ok
+        changes: asyncio.Queue[object] = asyncio.Queue()
+
+        async def watcher() -> None:
+            async for change in edge.watch():
+                await changes.put(change)
+
+        task = asyncio.create_task(watcher())
+        try:
+            server.restart()  # kill -9, same ports and file store
+            deadline = asyncio.get_running_loop().time() + scaled(20)
+            while True:  # the admin's connection reconnects on its own; retry its write
+                try:
+                    await admin.arevoke(new.record.id)
+                    break
+                except KeyStoreError:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
+            # Pushed by a watch that lost its consumer with the server: the watch is restarted
+            # (or the ordered consumer resets itself); either way the edge learns of it.
+            change = await asyncio.wait_for(changes.get(), scaled(3))  # check 0.5 + catch-up 1.5
+            assert new.record.id in change.revoked  # type: ignore[attr-defined]
+            assert not edge.feed_allowed(new.record.id)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        for s in opened:
+            await s.aclose()
+        server.stop()

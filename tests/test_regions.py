@@ -5,7 +5,7 @@ region 2 serves the mirror read-only with the keys of region 1; ``disksync tail`
 regions' edges fails over with no gap or duplicate; the leafnode link is cut twice (``kill -9``
 of region 1's server and its restart on its file store; then the link itself, reset by a proxy
 and held down while region 1 takes commands): region 2's client sees a stall, then every
-command, nothing skipped."""
+command, nothing skipped; a key revoked in region 1 is closed in region 2 within 1 s."""
 
 from __future__ import annotations
 
@@ -19,16 +19,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import disksync_cmd, scaled
 from disksync.entry import Entry
 from disksync.errors import JournalError
 from disksync.journal import open_journal
 from disksync.journal.base import Journal
-from edge_support import Edge, copy_secret, create_key, running_edges
+from edge_support import Edge, copy_secret, create_key, keys_cli, running_edges
 from nats_server import NatsServer
 from regions_support import LinkProxy, region_server, url_of
-from test_server_support import payload
+from test_server_support import close_of, payload, recv_json
 
 FIRST = 1000  # the height region 1's stream began at: seq == height in both regions
 BIG = 1_500_000  # above the servers' 1 MB max_payload: stored as chunks, mirrored as chunks
@@ -169,3 +170,12 @@ async def test_a_mirrored_region_serves_the_same_feed_and_survives_the_link(
                 capture_output=True, text=True, timeout=scaled(60),
             )  # fmt: skip
             assert refused_write.returncode == 1 and "mirror" in refused_write.stderr
+
+            # A revocation in region 1 closes the key's connection in region 2 (via the mirror).
+            async with connect(edges[1].url, additional_headers={"x-api-key": key}) as ws:
+                await recv_json(ws)
+                revoke = await asyncio.to_thread(keys_cli, admin, r1_keys, "revoke", key_id)
+                assert revoke.returncode == 0, revoke.stderr
+                returned = time.monotonic()
+                assert await close_of(ws, timeout=5) == (1008, {"why": "revoked"})
+                assert time.monotonic() - returned < scaled(1.0)

@@ -89,7 +89,7 @@ class ServeSettings:
     data_dir: Path | None = None
     state_dir: Path = Path("disksync-state")
     journal: str | None = None  # sqlite:PATH (default: STATE_DIR/journal.sqlite) or nats://…
-    keys: str | None = None  # sqlite:PATH (default: STATE_DIR/keys.sqlite)
+    keys: str | None = None  # sqlite:PATH (default: STATE_DIR/keys.sqlite) or nats://…?bucket=
     listen: str = field(
         default="127.0.0.1:8765",
         metadata=_checked(parse_listen, "HOST:PORT or [IPV6]:PORT, port 0-65535"),

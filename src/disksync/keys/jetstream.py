@@ -74,8 +74,8 @@ class KvKeyOptions:
     replicas: int = 1
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
-    catch_up_s: float = 3.0  # a watch this far behind the stream is restarted
-    check_interval_s: float = 2.0  # how often ``watch`` double-checks the watch against the stream
+    catch_up_s: float = 1.5  # a watch this far behind the stream is restarted
+    check_interval_s: float = 0.5  # how often ``watch`` double-checks the watch against the stream
 
     @property
     def stream(self) -> str:
@@ -163,7 +163,7 @@ class JetStreamKeyStore(CachedKeyStore):
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 raise KeyStoreError(
                     f"cannot reach NATS at {self.target.describe()} within "
-                    f"{self.options.connect_timeout_s:g}s: {exc or type(exc).__name__}"
+                    f"{self.options.connect_timeout_s:g}s: {str(exc) or type(exc).__name__}"
                 ) from None
             try:
                 js = nc.jetstream(
@@ -193,7 +193,8 @@ class JetStreamKeyStore(CachedKeyStore):
                     " (`disksync keys create` makes one)"
                 ) from None
         except (nats.errors.Error, TimeoutError) as exc:
-            raise KeyStoreError(f"key bucket {bucket!r}: {exc or type(exc).__name__}") from None
+            why = str(exc) or type(exc).__name__
+            raise KeyStoreError(f"key bucket {bucket!r}: {why}") from None
         config = KeyValueConfig(
             bucket=bucket,
             history=1,
@@ -346,7 +347,7 @@ class JetStreamKeyStore(CachedKeyStore):
             info = await self._js.stream_info(self.options.stream)
         except (nats.errors.Error, TimeoutError) as exc:
             raise KeyStoreError(
-                f"key bucket {self.options.bucket}: {exc or type(exc).__name__}"
+                f"key bucket {self.options.bucket}: {str(exc) or type(exc).__name__}"
             ) from None
         await self._wait_applied(info.state.last_seq)
         return self._snapshot
@@ -411,7 +412,8 @@ class JetStreamKeyStore(CachedKeyStore):
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # that id exists: draw another
             except (nats.errors.Error, TimeoutError) as exc:
-                raise KeyStoreError(f"cannot create key: {exc or type(exc).__name__}") from None
+                why = str(exc) or type(exc).__name__
+                raise KeyStoreError(f"cannot create key: {why}") from None
             await self._wait_applied(revision)
             return NewKey(record, api_key)
         raise KeyStoreError("could not allocate a unique key id")

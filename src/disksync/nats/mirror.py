@@ -108,7 +108,7 @@ async def _connect(side: Side, timeout_s: float) -> tuple[Client, JetStreamConte
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise JournalError(
             f"cannot reach NATS at {side.target.describe()} within {timeout_s:g}s:"
-            f" {exc or type(exc).__name__}"
+            f" {str(exc) or type(exc).__name__}"
         ) from None
     return nc, nc.jetstream(domain=side.domain, timeout=10.0)
 
