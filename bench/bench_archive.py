@@ -166,12 +166,14 @@ def manifest_sha256_cpu(files: list[Path]) -> float:
     return total
 
 
-def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int] | None:
-    """(uncompressed, ours, lz4 CLI) bytes over all files, or None without ``lz4``."""
+def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int, bool] | None:
+    """(uncompressed, ours, lz4 CLI) bytes over all files, and whether our frame settings with
+    the block checksum flag off give the tool's very bytes; None without ``lz4``."""
     lz4_cli = shutil.which("lz4")
     if lz4_cli is None:
         return None
     raw = ours = theirs = 0
+    identical = True
     plain = work / "plain"
     for path in files:
         data = lz4.frame.decompress(path.read_bytes())
@@ -180,8 +182,17 @@ def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int
         raw += len(data)
         ours += path.stat().st_size
         theirs += len(out.stdout)
+        unchecked = lz4.frame.compress(
+            data,
+            block_size=BLOCK_SIZE,
+            block_linked=BLOCK_LINKED,
+            block_checksum=False,
+            content_checksum=True,
+            store_size=False,
+        )
+        identical = identical and unchecked == out.stdout
     plain.unlink()
-    return raw, ours, theirs
+    return raw, ours, theirs, identical
 
 
 def do_import(root: Path, journal_path: Path) -> None:
@@ -366,10 +377,11 @@ def main() -> None:
         if sizes is None:
             print("compression: lz4 command line not found, skipped")
         else:
-            raw, ours, theirs = sizes
+            raw, ours, theirs, identical = sizes
             print(
                 f"compression: ours {raw / ours:.3f}:1 ({ours} bytes), lz4 CLI defaults "
-                f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}"
+                f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}; "
+                f"without block checksums byte-identical to the tool's: {identical}"
             )
         journal_path = work / "journal.sqlite"
         alone = work / "alone.sqlite"

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import disksync_cmd, scaled
+from disksync.archive.upload import write_archive
 from disksync.entry import Entry
+from disksync.simulate import BlockGenerator
+from disksync.store import open_store
 from live_feed import LiveFeed, live_feed
 from test_client_support import Filler
 
@@ -99,3 +102,23 @@ def test_analyze_a_journal_to_its_end(tmp_path: Path) -> None:
     assert re.search(r"│ undecodable blocks\s+│\s+1 │", text)
     assert re.search(r"│ height gaps \(missing seqs\)\s+│\s+1 \(3\) │", text)
     assert (out / "analyze.html").is_file()
+
+
+def test_analyze_an_archive_to_its_end(tmp_path: Path) -> None:
+    # the journal test's shape as an archive: 30 blocks, a line that is not one, 3 seqs missing
+    gen = BlockGenerator(seed=5, mean_bytes=5000, base_height=0)
+    lines = [(s, gen.block_bytes(s), gen.block_time_ns(s) // 1_000_000) for s in range(1, 31)]
+    lines.append((31, b"not a block", lines[-1][2]))
+    lines += [(s, gen.block_bytes(s), gen.block_time_ns(s) // 1_000_000) for s in range(35, 61)]
+    write_archive(open_store(str(tmp_path / "root")), iter(lines), tmp_path / "spool", 20)
+    out = tmp_path / "analysis"
+    done = run("analyze", str(tmp_path / "root"), "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    assert re.search(r"│ blocks\s+│\s+57 │", text)
+    assert re.search(r"│ undecodable blocks\s+│\s+1 │", text)
+    assert re.search(r"│ height gaps \(missing seqs\)\s+│\s+1 \(3\) │", text)
+    assert (out / "analyze.html").is_file()
+    missing = run("analyze", str(tmp_path / "no-such"), "--out", str(out), "--quiet")
+    assert missing.returncode == 2 and b"archive directory" in missing.stderr
+    assert not (tmp_path / "no-such").exists()

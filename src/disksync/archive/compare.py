@@ -1,7 +1,8 @@
 """Compare two copies of the log seq by seq: ``disksync verify``'s core.
 
 Rules kept here:
-* Both sides are walked together in ascending seq, one batch of each in memory at a time.
+* Both sides are walked together in ascending seq; each is read a few batches ahead in a thread
+  (``archive.readahead``), so memory is a few batches of each, whatever the copies' size.
 * Identical means: the same seqs, and for each the same bytes. The digest is sha256 over every
   line with its ``\\n`` in seq order (so for one archive file it equals its manifest's
   ``lines_sha256``, and any two identical copies print the same digest).

@@ -81,9 +81,9 @@ class FrameWriter:
 def compress_lines(lines: Iterable[bytes]) -> bytes:
     """A whole frame in memory: for tests and small files."""
     writer = FrameWriter()
-    parts = [writer.add(line) for line in lines]
-    parts.append(writer.finish())
-    return b"".join(parts)
+    # one call: each compress() call allocates its worst case (a 4 MiB block), ~1 ms a line
+    data = b"".join(line + b"\n" for line in lines)
+    return writer.add_raw(data) + writer.finish()
 
 
 class LineReader:

@@ -2,8 +2,9 @@
 
 Rules kept here:
 * SRC is one or more feed URLs (failover, through the SDK; live from the next command unless
-  ``--from-seq``) or one journal URL (``sqlite:PATH``: read from ``--from-seq`` or its start to
-  its end). Both are async iterators of entries (``index.sources``): an archive is one more.
+  ``--from-seq``), one journal URL (``sqlite:PATH``, ``nats://…``) or one archive ROOT (a
+  directory, ``s3://…``, ``az://…``), the last two read from ``--from-seq`` or their start to
+  their end. All are async iterators of entries (``index.sources``), the ones ``index`` reads.
 * Ends at the end of a journal, after ``--duration`` seconds, ``--count`` blocks, or on
   SIGINT/SIGTERM; in every case the tables are printed on stdout and the report (PNG charts
   + one self-contained HTML page) written to ``--out``, exit 0.
@@ -47,11 +48,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "analyze",
         help="block timing, sizes, action mix, proposer and round statistics, with plots",
-        description="Analyze a feed (URL…, live; --duration or --count to stop) or a journal "
-        "(sqlite:PATH, to its end): block interval distribution, actions and bytes per block, "
-        "action-type mix over time, proposers, round gaps and parent_round continuity.",
+        description="Analyze a feed (URL…, live; --duration or --count to stop), a journal "
+        "(sqlite:PATH) or an archive ROOT (to its end): block interval distribution, actions "
+        "and bytes per block, action-type mix over time, proposers, round gaps and "
+        "parent_round continuity.",
     )
-    parser.add_argument("sources", nargs="+", metavar="SRC", help="ws[s]:// URL(s) or sqlite:PATH")
+    parser.add_argument(
+        "sources", nargs="+", metavar="SRC", help="ws[s]:// URL(s), sqlite:PATH or an archive ROOT"
+    )
     add_connection_flags(parser)
     parser.add_argument(
         "--duration", type=duration_seconds, default=None, metavar="S", help="stop after S seconds"
@@ -73,15 +77,28 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+_JOURNAL_SCHEMES = ("sqlite:", "nats://", "tls://")
+
+
 def run(args: argparse.Namespace) -> int:
     from disksync.analyze.report import write_report
     from disksync.analyze.stats import BlockStats
 
     feed = all(s.startswith(("ws://", "wss://")) for s in args.sources)
     if not feed and len(args.sources) != 1:
-        raise ConfigError("give feed URL(s) (ws:// or wss://) or one journal URL (sqlite:PATH)")
+        raise ConfigError(
+            "give feed URL(s) (ws:// or wss://), one journal URL (sqlite:PATH) or one archive ROOT"
+        )
     if feed:
         client_config(args, args.sources, args.from_seq)  # validate before anything runs
+    elif (
+        not args.sources[0].startswith((*_JOURNAL_SCHEMES, "s3://", "az://", "file://"))
+        and not Path(args.sources[0]).expanduser().is_dir()
+    ):
+        raise ConfigError(
+            f"{args.sources[0]!r} is not a feed URL, a journal URL (sqlite:PATH) or an "
+            "archive directory"
+        )
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory")
     stats = BlockStats(args.max_records)
@@ -136,9 +153,17 @@ async def _entries(args: argparse.Namespace, feed: bool) -> AsyncIterator[Entry]
     if feed:
         config = client_config(args, args.sources, args.from_seq)
         return feed_entries(config, on_event=None if args.quiet else status_printer(PROG))
+    source = args.sources[0]
+    if not source.startswith(_JOURNAL_SCHEMES):
+        import os
+
+        from disksync.index.sources import archive_entries
+        from disksync.store import open_store
+
+        return archive_entries(open_store(source, os.environ), args.from_seq or 0)
     from disksync.journal import open_journal
 
-    journal = open_journal(args.sources[0])
+    journal = open_journal(source)
 
     async def read() -> AsyncIterator[Entry]:
         try:
