@@ -72,7 +72,8 @@ class BlockStats:
     def __init__(self, capacity: int = 1_000_000, *, seed: int = 0) -> None:
         self.capacity = capacity
         self._columns = np.full((len(COLUMNS), capacity), NO_VALUE, dtype=np.int64)
-        self._random = random.Random(seed)
+        # B311: simulation/sampling, not security
+        self._random = random.Random(seed)  # nosec B311
         self.blocks = 0
         self.undecodable = 0
         self.first_seq: int | None = None

@@ -150,7 +150,8 @@ class Recorder:
                         self.metrics.upload_failures.inc()
                         self.status.store_error = str(exc)
                         log.warning("upload failed, retrying in %.1f s: %s", delay, exc)
-                        await asyncio.sleep(delay + random.uniform(0, min(1.0, delay)))
+                        # B311: simulation/sampling, not security
+                        await asyncio.sleep(delay + random.uniform(0, min(1.0, delay)))  # nosec B311
                         delay = min(self.retry_max_s, delay * 2)
                         continue
                     delay = self.retry_initial_s

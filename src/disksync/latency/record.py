@@ -49,7 +49,8 @@ class Recorder:
         self.capacity = capacity
         self.count = 0
         self._columns = np.zeros((len(FIELDS), capacity), dtype=np.int64)
-        self._random = random.Random(seed)
+        # B311: simulation/sampling, not security
+        self._random = random.Random(seed)  # nosec B311
         self.max_by_stage: dict[str, int] = {}
 
     def add(

@@ -165,7 +165,8 @@ def parse_heartbeat(text: str) -> float:
 
 
 def websocket_accept(key: str) -> str:
-    digest = hashlib.sha1(key.encode("ascii") + WS_GUID).digest()
+    # RFC 6455 §4.2.2 fixes SHA-1 for the accept value: a checksum, not a security hash.
+    digest = hashlib.sha1(key.encode("ascii") + WS_GUID, usedforsecurity=False).digest()
     return base64.b64encode(digest).decode("ascii")
 
 

@@ -350,7 +350,8 @@ _BUILDERS: dict[str, Callable[[Slots, random.Random], tuple[Any, Any]]] = {
             "signatureChainId": "0xa4b1",
             "hyperliquidChain": "Mainnet",
             "destination": s.hex(40),
-            "token": "HYPE:0x0d01dc56dcaaca66ad901c959b4011ec",
+            # B105: a token symbol in simulated data
+            "token": "HYPE:0x0d01dc56dcaaca66ad901c959b4011ec",  # nosec B105
             "amount": f"{r.uniform(0.1, 1000):.4f}",
             "time": s.nonce(),
         }
@@ -377,7 +378,8 @@ def build_template(kind: str, rng: random.Random) -> PairTemplate:
 
 def build_pool(seed: int, size: int) -> list[PairTemplate]:
     """``size`` templates whose kinds follow ``MIX`` by quota, shuffled deterministically."""
-    rng = random.Random(f"disksync-simulate-templates-{seed}")
+    # B311: simulation/sampling, not security
+    rng = random.Random(f"disksync-simulate-templates-{seed}")  # nosec B311
     total = sum(w for _, w in MIX)
     kinds: list[str] = []
     for kind, weight in MIX[1:]:

@@ -60,7 +60,8 @@ def _splitmix64(x: int) -> int:
 @lru_cache(maxsize=4)
 def _hex_pool(seed: int) -> bytes:
     return (
-        random.Random(f"disksync-simulate-hex-{seed}").randbytes(HEX_POOL_BYTES // 2).hex().encode()
+        # B311: simulation/sampling, not security
+        random.Random(f"disksync-simulate-hex-{seed}").randbytes(HEX_POOL_BYTES // 2).hex().encode()  # nosec B311
     )
 
 
@@ -168,7 +169,8 @@ class BlockGenerator:
         self._mean_pair = sum(sizes) / len(sizes)
         # Mean overshoot past a budget (renewal theory: E[X^2] / 2E[X]), heavy for big actions.
         self._overshoot = sum(s * s for s in sizes) / (2 * sum(sizes))
-        names = random.Random(f"disksync-simulate-names-{seed}")
+        # B311: simulation/sampling, not security
+        names = random.Random(f"disksync-simulate-names-{seed}")  # nosec B311
         self._validators = [names.randbytes(20).hex().encode() for _ in range(_N_VALIDATORS)]
         self._broadcasters = [names.randbytes(20).hex().encode() for _ in range(_N_BROADCASTERS)]
         self._seed_mix = _splitmix64(seed & _MASK64)
@@ -236,7 +238,8 @@ class BlockGenerator:
         return BlockStats(n_actions, kinds.pop("#bundles", 0), kinds)
 
     def _render(self, height: int, kinds: dict[str, int] | None) -> bytes:
-        rng = random.Random((self.seed << 64) ^ height)
+        # B311: simulation/sampling, not security
+        rng = random.Random((self.seed << 64) ^ height)  # nosec B311
         round_ = self.block_round(height)
         time_ns = self.block_time_ns(height)
         head = (

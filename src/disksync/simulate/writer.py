@@ -134,7 +134,8 @@ class NodeSimulator:
         )
         self._clock = clock
         self._on_progress = on_progress
-        self._rng = random.Random(f"disksync-simulate-writer-{settings.seed}")
+        # B311: simulation/sampling, not security
+        self._rng = random.Random(f"disksync-simulate-writer-{settings.seed}")  # nosec B311
         self._replica_dir = settings.data_dir / REPLICA_DIR
         self._run_dir: Path | None = None
         self._run_start_ns: int | None = None

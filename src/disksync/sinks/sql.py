@@ -20,6 +20,9 @@ from disksync.sinks.base import Schema, SchemaError, Table
 
 SCHEMA_TABLE = "disksync_schema"
 POSITION_TABLE = "disksync_position"
+# B608: SQL names are module constants; values are bound
+_SELECT_VERSION = f"SELECT version FROM {SCHEMA_TABLE} WHERE name = ?"  # nosec B608
+_SELECT_POSITION = f"SELECT next_seq FROM {POSITION_TABLE} WHERE name = ?"  # nosec B608
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,7 @@ def ensure_schema(db: Executor, schema: Schema, where: str) -> None:
     ours = [t.name for t in schema.tables if t.name in tables]
     version: int | None = None
     if SCHEMA_TABLE in tables:
-        found = db.fetchall(
-            db.sql(f"SELECT version FROM {SCHEMA_TABLE} WHERE name = ?"), (schema.name,)
-        )
+        found = db.fetchall(db.sql(_SELECT_VERSION), (schema.name,))
         version = int(found[0][0]) if found else None
     if version is None:
         if ours:
@@ -102,8 +103,10 @@ def _create(db: Executor, schema: Schema, tables: set[str]) -> None:
     for table in schema.tables:
         for statement in create_table_sql(table, db.dialect):
             db.execute(statement, ())
-    db.execute(db.sql(f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?)"), (schema.name, schema.version))
-    db.execute(db.sql(f"INSERT INTO {POSITION_TABLE} VALUES (?, NULL)"), (schema.name,))
+    # B608: SQL names are module constants; values are bound
+    db.execute(db.sql(f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?)"), (schema.name, schema.version))  # nosec B608
+    # B608: SQL names are module constants; values are bound
+    db.execute(db.sql(f"INSERT INTO {POSITION_TABLE} VALUES (?, NULL)"), (schema.name,))  # nosec B608
 
 
 def _migrate(db: Executor, schema: Schema, version: int, where: str) -> None:
@@ -118,20 +121,20 @@ def _migrate(db: Executor, schema: Schema, version: int, where: str) -> None:
         for statement in step.statements:
             db.execute(statement, ())
     db.execute(
-        db.sql(f"UPDATE {SCHEMA_TABLE} SET version = ? WHERE name = ?"),
+        # B608: SQL names are module constants; values are bound
+        db.sql(f"UPDATE {SCHEMA_TABLE} SET version = ? WHERE name = ?"),  # nosec B608
         (schema.version, schema.name),
     )
 
 
 def read_position(db: Executor, name: str, *, lock: bool = False) -> int | None:
     suffix = " FOR UPDATE" if lock else ""
-    rows = db.fetchall(
-        db.sql(f"SELECT next_seq FROM {POSITION_TABLE} WHERE name = ?{suffix}"), (name,)
-    )
+    rows = db.fetchall(db.sql(_SELECT_POSITION + suffix), (name,))
     if not rows or rows[0][0] is None:
         return None
     return int(rows[0][0])
 
 
 def store_position(db: Executor, name: str, next_seq: int) -> None:
-    db.execute(db.sql(f"UPDATE {POSITION_TABLE} SET next_seq = ? WHERE name = ?"), (next_seq, name))
+    # B608: SQL names are module constants; values are bound
+    db.execute(db.sql(f"UPDATE {POSITION_TABLE} SET next_seq = ? WHERE name = ?"), (next_seq, name))  # nosec B608
