@@ -87,7 +87,12 @@ async def test_status_shows_server_file_paths_to_operator_keys_only(tmp_path: Pa
         for tier, shown in (("basic", None), ("quant", None), ("enterprise", path)):
             headers = {"x-api-key": h.new_key(tier)}
             status = (await client.get("/v1/status", headers=headers)).json()
-            assert status["source"] == {"state": "live", "age_ms": 5, "file": shown}, tier
+            assert status["source"] == {
+                "state": "live",
+                "age_ms": 5,
+                "file": shown,
+                "ingest": "ok",
+            }, tier
 
 
 async def test_every_400_the_api_answers_is_in_the_openapi_document(tmp_path: Path) -> None:
