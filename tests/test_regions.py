@@ -172,6 +172,21 @@ async def test_a_mirrored_region_serves_the_same_feed_and_survives_the_link(
             assert refused_write.returncode == 1 and "mirror" in refused_write.stderr
 
             # A revocation in region 1 closes the key's connection in region 2 (via the mirror).
+            # After the link came back the key bucket's mirror resumes on JetStream's own retry
+            # schedule, which the stream's mirror need not share: wait until a key made in
+            # region 1 now is accepted in region 2, so the second measured below is the watch's.
+            _, probe = await asyncio.to_thread(create_key, admin, r1_keys)
+            deadline = time.monotonic() + scaled(60)
+            while True:
+                seen = await asyncio.to_thread(
+                    httpx.get,
+                    f"http://127.0.0.1:{edges[1].port}/v1/status",
+                    headers={"x-api-key": probe},
+                )
+                if seen.status_code == 200:
+                    break
+                assert time.monotonic() < deadline, "region 2 never saw a key made after the link"
+                await asyncio.sleep(0.2)
             async with connect(edges[1].url, additional_headers={"x-api-key": key}) as ws:
                 await recv_json(ws)
                 revoke = await asyncio.to_thread(keys_cli, admin, r1_keys, "revoke", key_id)
