@@ -5,6 +5,7 @@
 * ``FIXTURES`` is ``tests/fixtures`` (real node lines, provenance in its SOURCES.md). A missing
   fixture fails the test that needs it; it never skips.
 * Real components only: files in ``tmp_path``, SQLite, sockets on 127.0.0.1, subprocesses.
+* Every test has a time limit (``PER_TEST_TIMEOUT_S``, scaled): a hang fails one test, not CI.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ TIMEOUT_SCALE = float(os.environ.get("DISKSYNC_TEST_TIMEOUT_SCALE", "1"))
 
 def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_SCALE
+
+
+# No test may hang the suite: each gets at most this long (pytest-timeout), scaled like every
+# other timeout; a module that knows better sets its own mark. The slowest test takes ~35 s.
+PER_TEST_TIMEOUT_S = 300
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("timeout", None):
+        config.option.timeout = scaled(PER_TEST_TIMEOUT_S)
 
 
 _HANDED_OUT: set[int] = set()
