@@ -131,7 +131,9 @@ async def run_index(
                     try:
                         entry = await _next_entry(queue, timeout, pending)
                     except TimeoutError:
-                        break
+                        if pending is None or pending.done():
+                            break
+                        continue  # time is up, the write before is not: group commit
                 if entry is None:
                     done = True
                     break
