@@ -142,3 +142,28 @@ def test_a_line_that_is_not_a_block_keeps_its_blocks_row_only() -> None:
         error,
         None,
     )
+
+
+def test_odd_decimals_in_item_tables_are_null_and_only_they(fixtures: Path) -> None:
+    # The item tables' decimals are checked once per block (rows._all_decimal); a block with
+    # one odd text must still get exactly the per-value result: that value NULL, the rest kept.
+    lines = (fixtures / "replica_cmds_sample_2026-06-11.jsonl").read_bytes().splitlines()
+    plain = empty_rows()
+    add_entry(Entry(100, lines[0], 0, 5), plain)
+    odd_texts = ["1e5", "1\\n2", "12345678901234567890123", "1." + "0" * 19, "", "+1", ".5"]
+    for text in odd_texts:
+        line = lines[0].replace(b'"p":"91.545"', b'"p":"' + text.encode() + b'"', 1)
+        assert line != lines[0]
+        out = empty_rows()
+        assert add_entry(Entry(100, line, 0, 5), out) is None
+        first, *rest = out["orders"]
+        expected = plain["orders"][0]
+        assert first == (*expected[:5], None, *expected[6:]), text
+        assert rest == plain["orders"][1:]
+        others = ("actions", "modifies", "cancels", "transfers", "oracle_prices")
+        assert all(out[name] == plain[name] for name in others)
+    for text in ("-0.5", "1" * 20 + "." + "9" * 18):
+        line = lines[0].replace(b'"p":"91.545"', b'"p":"' + text.encode() + b'"', 1)
+        out = empty_rows()
+        add_entry(Entry(100, line, 0, 5), out)
+        assert named("orders", out["orders"][0])["price"] == text
