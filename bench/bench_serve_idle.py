@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import re
 import statistics
 import sys
@@ -51,57 +52,52 @@ def run_named_serve(argv: list[str]) -> int:
     return main(argv)
 
 
-def _task_ticks(pid: int) -> dict[int, tuple[str, int]]:
-    """tid -> (name, utime + stime jiffies) of every thread of ``pid`` alive now."""
-    out: dict[int, tuple[str, int]] = {}
+def _tasks(pid: int) -> dict[int, tuple[str, int, int]]:
+    """tid -> (name, utime + stime jiffies, context switches) of every thread alive now."""
+    out: dict[int, tuple[str, int, int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
         except OSError:
             continue  # the thread ended meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
+        switches = sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line
+        )
         tid = int(task.name)
-        out[tid] = ("main (event loop)" if tid == pid else name, int(fields[11]) + int(fields[12]))
+        label = "main (event loop)" if tid == pid else re.sub(r"_\d*$", "", name)
+        out[tid] = (label, int(fields[11]) + int(fields[12]), switches)
     return out
 
 
-def _proc_counters(pid: int) -> tuple[int, int]:
-    """(context switches of all threads, bytes the process caused to be written to disk)."""
-    switches = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            for line in (task / "status").read_text().splitlines():
-                if "ctxt_switches:" in line:  # voluntary and not
-                    switches += int(line.split()[1])
-        except OSError:
-            continue
-    written = 0
+def _written(pid: int) -> int:
+    """Bytes the process caused to be written to storage so far."""
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
         if line.startswith("write_bytes:"):
-            written = int(line.split()[1])
-    return switches, written
+            return int(line.split()[1])
+    return 0
 
 
 def thread_probe(pid: int) -> Callable[[], dict[str, Any]]:
-    """Per-thread CPU % over the window from now until the returned function is called."""
-    import os
-
+    """Per-thread CPU % and wake-ups over the window from now until the returned function is
+    called (pool threads summed under their prefix: journal-read_0, _1)."""
     hz = os.sysconf("SC_CLK_TCK")
-    before, t0 = _task_ticks(pid), time.monotonic()
-    switches0, written0 = _proc_counters(pid)
+    before, written0, t0 = _tasks(pid), _written(pid), time.monotonic()
 
     def end() -> dict[str, Any]:
-        after, t1 = _task_ticks(pid), time.monotonic()
-        switches1, written1 = _proc_counters(pid)
-        per_name: dict[str, float] = {}
-        for tid, (name, ticks) in after.items():
-            spent = ticks - before.get(tid, (name, 0))[1]
-            key = re.sub(r"_\d*$", "", name)  # pool threads together: journal-read_0, _1
-            per_name[key] = per_name.get(key, 0.0) + 100 * spent / hz / (t1 - t0)
+        after, written1, t1 = _tasks(pid), _written(pid), time.monotonic()
+        cpu: dict[str, float] = {}
+        wakes: dict[str, float] = {}
+        for tid, (name, ticks, switches) in after.items():
+            _, ticks0, switches0 = before.get(tid, (name, 0, 0))
+            cpu[name] = cpu.get(name, 0.0) + 100 * (ticks - ticks0) / hz / (t1 - t0)
+            wakes[name] = wakes.get(name, 0.0) + (switches - switches0) / (t1 - t0)
         return {
-            "threads": per_name,
-            "switches_s": (switches1 - switches0) / (t1 - t0),
+            "threads": cpu,
+            "thread_wakes_s": wakes,
+            "switches_s": sum(wakes.values()),
             "written_b_s": (written1 - written0) / (t1 - t0),
         }
 
@@ -155,13 +151,17 @@ def report(args: argparse.Namespace) -> None:
         f"(per-round ratios {ratios[0]:.2f}–{ratios[-1]:.2f})\n"
     )
     names = sorted({n for s in serves for n in s["threads"]})
-    print("| serve thread | CPU % of a core (median) | range |")
-    print("|---|---|---|")
+    print("| serve thread | CPU % of a core (median) | range | wake-ups per line (median) |")
+    print("|---|---|---|---|")
     for name in sorted(
         names, key=lambda n: -statistics.median(s["threads"].get(n, 0.0) for s in serves)
     ):
         values = sorted(s["threads"].get(name, 0.0) for s in serves)
-        print(f"| {name} | {statistics.median(values):.2f} | {values[0]:.2f}–{values[-1]:.2f} |")
+        wakes = statistics.median(s["thread_wakes_s"].get(name, 0.0) for s in serves) / rate
+        print(
+            f"| {name} | {statistics.median(values):.2f} | {values[0]:.2f}–{values[-1]:.2f} "
+            f"| {wakes:.1f} |"
+        )
 
 
 def main() -> None:
