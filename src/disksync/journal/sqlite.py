@@ -26,6 +26,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import logging
@@ -136,6 +137,11 @@ class SqliteJournal:
         self._changed = asyncio.Event()
         self._watcher: Watcher | None = None
         self._own_write_until = 0.0  # the watcher ignores WAL writes of our own writer
+        # The newest snapshot our own writer produced: the watcher does not report it again.
+        self._own_snapshot: store.Snapshot | None = None
+        # The entries of our newest append, committed: followers at their seqs take them from
+        # here instead of reading them back (one batch, so memory stays bounded).
+        self._recent: Sequence[Entry] = ()
         self._closed = False
 
     # -- the Journal protocol -------------------------------------------------------------------
@@ -151,7 +157,9 @@ class SqliteJournal:
                 )
         started = time.perf_counter()
         try:
-            appended, duplicates, snap = await self._on_writer(store.append, entries)
+            appended, duplicates, snap = await self._on_writer(
+                store.append, entries, recent=lambda result: tuple(entries[result[1] :])
+            )
         except ConflictError:
             self._metrics.conflicts.inc()
             raise
@@ -189,12 +197,14 @@ class SqliteJournal:
             changed = self._changed
             last = self._snapshot.last_seq
             if last is not None and next_seq <= last:
-                batch = await self._on_reader(
-                    store.read,
-                    next_seq,
-                    _FOLLOW_BATCH_ENTRIES,
-                    self.options.follow_batch_bytes,
-                )
+                batch = self._from_recent(next_seq)
+                if batch is None:
+                    batch = await self._on_reader(
+                        store.read,
+                        next_seq,
+                        _FOLLOW_BATCH_ENTRIES,
+                        self.options.follow_batch_bytes,
+                    )
                 if batch:
                     for entry in batch:
                         yield entry
@@ -255,7 +265,7 @@ class SqliteJournal:
             self._connect,
             self.options.poll_interval_s,
             self.options.watch_wal,
-            lambda snap: self._loop_call(self._apply, snap),
+            self._watched,
             lambda: time.monotonic() < self._own_write_until,
         )
         self._watcher.start()
@@ -276,21 +286,50 @@ class SqliteJournal:
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
             loop.call_soon_threadsafe(func, *args)
 
-    def _apply(self, snap: store.Snapshot) -> None:
+    def _watched(self, snap: store.Snapshot) -> None:
+        """On the watcher thread: a snapshot that differs from the last one seen there. Our
+        own writer's commits change it too; their snapshots reach the loop from the writer
+        (``_on_writer``), so waking the loop again for them would only cost a wake-up."""
+        if snap != self._own_snapshot:
+            self._loop_call(self._apply, snap)
+
+    def _apply(self, snap: store.Snapshot, recent: Sequence[Entry] = ()) -> None:
         if snap.not_older_than(self._snapshot):
             changed = snap != self._snapshot
             self._snapshot = snap
+            if recent:
+                self._recent = recent
             if changed:
                 self._metrics.observe_bounds(snap.bounds())
                 self._notify()
+
+    def _from_recent(self, next_seq: int) -> list[Entry] | None:
+        """What ``store.read`` would return from ``next_seq``, from our newest append, when it
+        holds ``next_seq`` (else ``None``: read it). Its entries were committed above every
+        seq the journal held before, so the journal's rows from any seq among them are
+        exactly the rest of them (then, maybe, newer ones: the follower reads on). A seq that
+        retention has dropped since is left to ``store.read``, which raises for it."""
+        recent = self._recent
+        if not recent or not recent[0].seq <= next_seq <= recent[-1].seq:
+            return None
+        if next_seq < self._snapshot.trimmed_below:
+            return None
+        index = bisect.bisect_left(recent, next_seq, key=lambda entry: entry.seq)
+        return list(recent[index:])
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def _on_writer(self, func: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
-        """Run a store write on the writer thread. Its snapshot reaches the loop from the thread
-        itself, so followers wake even when the awaiting caller was cancelled meanwhile."""
+    async def _on_writer(
+        self,
+        func: Callable[..., tuple[Any, ...]],
+        *args: Any,
+        recent: Callable[[tuple[Any, ...]], Sequence[Entry]] | None = None,
+    ) -> Any:
+        """Run a store write on the writer thread. Its snapshot (and the entries it committed,
+        ``recent(result)``) reaches the loop from the thread itself, so followers wake even
+        when the awaiting caller was cancelled meanwhile."""
 
         def job() -> tuple[Any, ...]:
             self._own_write_until = _FOREVER
@@ -298,7 +337,8 @@ class SqliteJournal:
                 result = func(self._write_conn, *args)
             finally:
                 self._own_write_until = time.monotonic() + _OWN_WRITE_ECHO_S
-            self._loop_call(self._apply, result[-1])
+            self._own_snapshot = result[-1]
+            self._loop_call(self._apply, result[-1], recent(result) if recent else ())
             return result
 
         assert self._loop is not None

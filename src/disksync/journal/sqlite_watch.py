@@ -14,6 +14,7 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 # millisecond for a short while instead of waiting a whole poll interval.
 _QUICK_POLL_S = 0.001
 _QUICK_WINDOW_S = 0.25
+# After a wake-up that needs no look (our own writes, other files), the watcher waits this
+# long before reading inotify again, so a burst of writes costs one wake-up, not one each.
+_BURST_S = 0.005
 
 
 class Watcher(threading.Thread):
@@ -68,37 +72,51 @@ class Watcher(threading.Thread):
         try:
             seen: int | None = None
             quick_until = 0.0
+            check_at = 0.0  # when data_version is next looked at (now: the first look)
             while not self._stopping.is_set():
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                        seen = store.data_version(conn)
-                        self._report(store.snapshot(conn))  # whatever happened before we looked
-                    version = store.data_version(conn)
-                    self.polls += 1
-                    if version != seen:
-                        seen = version
+                now = time.monotonic()
+                if now >= check_at:
+                    try:
+                        if conn is None:
+                            conn = self._connect()
+                            seen = store.data_version(conn)
+                            self._report(store.snapshot(conn))  # whatever happened before
+                        version = store.data_version(conn)
+                        self.polls += 1
+                        if version != seen:
+                            seen = version
+                            quick_until = 0.0
+                            self._report(store.snapshot(conn))
+                        failing = False
+                    except (sqlite3.Error, JournalError):
+                        # Keep trying: a dead watcher would leave cross-process followers
+                        # waiting forever. Log the first failure of a run, not every poll.
+                        if not failing:
+                            log.exception("journal watcher cannot read; retrying", extra=self._ctx)
+                        failing = True
                         quick_until = 0.0
-                        self._report(store.snapshot(conn))
-                    failing = False
-                except (sqlite3.Error, JournalError):
-                    # Keep trying: a dead watcher would leave cross-process followers waiting
-                    # forever. Log the first failure of a run, not every poll.
-                    if not failing:
-                        log.exception("journal watcher cannot read; retrying", extra=self._ctx)
-                    failing = True
-                    quick_until = 0.0
-                quick = time.monotonic() < quick_until
-                wait_s = _QUICK_POLL_S if quick else self._interval
-                if inotify is not None:
-                    events = inotify.read(timeout=max(1, int(wait_s * 1000)))
-                    # Our own appends wake followers directly; hurrying for them only costs
-                    # the writer (measured: +0.6 ms per append). Other writers are the point.
-                    wal_written = any(event.name == self._wal_name for event in events)
-                    if wal_written and not self._writing_here():
-                        quick_until = time.monotonic() + _QUICK_WINDOW_S
+                    now = time.monotonic()
+                    check_at = now + (_QUICK_POLL_S if now < quick_until else self._interval)
+                if inotify is None:
+                    self._stopping.wait(max(0.0, check_at - now))
+                    continue
+                events = inotify.read(timeout=max(1, math.ceil((check_at - now) * 1000)))
+                if not events:
+                    continue
+                if not self._writing_here() and any(e.name == self._wal_name for e in events):
+                    # Another process writes the WAL: its commit follows, look at once and
+                    # then every millisecond for a while.
+                    quick_until = time.monotonic() + _QUICK_WINDOW_S
+                    check_at = 0.0
                 else:
-                    self._stopping.wait(wait_s)
+                    # Our own writer (its appends wake followers directly; hurrying for them
+                    # only cost the writer, +0.6 ms per append), or another file of the
+                    # directory (a checkpoint writing the database file commits nothing):
+                    # no look now, the next one stays due when it was. A commit is a burst
+                    # of page writes: let the rest of it collapse into one queued event
+                    # (the kernel merges repeats of an unread event) instead of waking for
+                    # each write. Nothing is missed: a look still comes at ``check_at``.
+                    self._stopping.wait(min(_BURST_S, max(0.0, check_at - time.monotonic())))
         finally:
             if inotify is not None:
                 inotify.close()
