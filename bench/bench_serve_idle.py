@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 
 _PR_SET_NAME = 15
 
@@ -53,22 +54,22 @@ def run_named_serve(argv: list[str]) -> int:
 
 
 def _tasks(pid: int) -> dict[int, tuple[str, int, int]]:
-    """tid -> (name, utime + stime jiffies, context switches) of every thread alive now."""
+    """tid -> (name, ns on a CPU, context switches) of every thread alive now (schedstat: exact,
+    where stat's jiffies are 10 ms samples)."""
     out: dict[int, tuple[str, int, int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
             status = (task / "status").read_text()
+            run_ns = int((task / "schedstat").read_text().split()[0])
         except OSError:
             continue  # the thread ended meanwhile
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
         switches = sum(
             int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line
         )
         tid = int(task.name)
         label = "main (event loop)" if tid == pid else re.sub(r"_\d*$", "", name)
-        out[tid] = (label, int(fields[11]) + int(fields[12]), switches)
+        out[tid] = (label, run_ns, switches)
     return out
 
 
@@ -83,7 +84,6 @@ def _written(pid: int) -> int:
 def thread_probe(pid: int) -> Callable[[], dict[str, Any]]:
     """Per-thread CPU % and wake-ups over the window from now until the returned function is
     called (pool threads summed under their prefix: journal-read_0, _1)."""
-    hz = os.sysconf("SC_CLK_TCK")
     before, written0, t0 = _tasks(pid), _written(pid), time.monotonic()
 
     def end() -> dict[str, Any]:
@@ -92,7 +92,7 @@ def thread_probe(pid: int) -> Callable[[], dict[str, Any]]:
         wakes: dict[str, float] = {}
         for tid, (name, ticks, switches) in after.items():
             _, ticks0, switches0 = before.get(tid, (name, 0, 0))
-            cpu[name] = cpu.get(name, 0.0) + 100 * (ticks - ticks0) / hz / (t1 - t0)
+            cpu[name] = cpu.get(name, 0.0) + 100 * (ticks - ticks0) / 1e9 / (t1 - t0)
             wakes[name] = wakes.get(name, 0.0) + (switches - switches0) / (t1 - t0)
         return {
             "threads": cpu,
@@ -104,6 +104,17 @@ def thread_probe(pid: int) -> Callable[[], dict[str, Any]]:
     return end
 
 
+def baseline_tree(rev: str) -> Path:
+    """``src/`` of commit ``rev``, exported to a temporary directory (serve runs from it with
+    ``PYTHONPATH``, which comes before the venv's editable install)."""
+    where = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "archive", rev, "src"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where / "src"
+
+
 def report(args: argparse.Namespace) -> None:
     from bench_fanout import MAINNET_RATE, payloads
     from fanout_default import make_cert, measure_default, measure_floor
@@ -112,56 +123,78 @@ def report(args: argparse.Namespace) -> None:
     node_b_s = rate * statistics.mean(len(p) + 1 for p in payloads(16))
     cert_dir = Path(tempfile.mkdtemp(prefix="bench-certs-"))
     certs = make_cert(cert_dir)
-    serve_cmd = (sys.executable, str(Path(__file__).resolve()), "--role", "serve")
+    launcher = (sys.executable, str(Path(__file__).resolve()), "--role", "serve")
+    commands: dict[str, tuple[str, ...]] = {"serve": launcher}
+    if args.baseline:
+        src = baseline_tree(args.baseline)
+        commands = {"before": ("env", f"PYTHONPATH={src}", *launcher), "after": launcher}
     print(
         f"## serve with no client vs the ingest floor ({args.rounds} interleaved rounds × "
-        f"{args.duration:g} s, {rate:g} lines/s, node {node_b_s / 1e6:.2f} MB/s)\n"
+        f"{args.duration:g} s, {rate:g} lines/s, node {node_b_s / 1e6:.2f} MB/s"
+        + (f"; before = {args.baseline}, after = this tree" if args.baseline else "")
+        + ")\n"
     )
     print(
-        "| round | floor CPU % | serve CPU % | serve / floor | wake-ups per line "
+        "| round | serve | floor CPU % | serve CPU % | serve / floor | wake-ups per line "
         "| disk / node bytes |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     floors: list[float] = []
-    serves: list[dict[str, Any]] = []
+    serves: dict[str, list[dict[str, Any]]] = {kind: [] for kind in commands}
+    kinds = ["floor", *commands]
     for round_no in range(args.rounds):
-        order = ["floor", "serve"] if round_no % 2 == 0 else ["serve", "floor"]
+        order = kinds[round_no % len(kinds) :] + kinds[: round_no % len(kinds)]
+        if round_no % 2:
+            order.reverse()
         for kind in order:
             if kind == "floor":
                 floors.append(measure_floor(rate, args.duration)["cpu_pct"])
             else:
-                serves.append(
+                serves[kind].append(
                     measure_default(
                         "default", 0, rate=rate, duration=args.duration, tls=False,
-                        certs=certs, serve_cmd=serve_cmd, probe=thread_probe,
+                        certs=certs, serve_cmd=commands[kind], probe=thread_probe,
                     )
                 )  # fmt: skip
-        s = serves[-1]
-        print(
-            f"| {round_no + 1} | {floors[-1]:.2f} | {s['cpu_pct']:.2f} | "
-            f"{s['cpu_pct'] / floors[-1]:.2f} | {s['switches_s'] / rate:.1f} | "
-            f"{s['written_b_s'] / node_b_s:.2f} |",
-            flush=True,
-        )
+        for kind in commands:
+            s = serves[kind][-1]
+            print(
+                f"| {round_no + 1} | {kind} | {floors[-1]:.2f} | {s['cpu_pct']:.2f} | "
+                f"{s['cpu_pct'] / floors[-1]:.2f} | {s['switches_s'] / rate:.1f} | "
+                f"{s['written_b_s'] / node_b_s:.2f} |",
+                flush=True,
+            )
     floor = statistics.median(floors)
-    serve = statistics.median(s["cpu_pct"] for s in serves)
-    ratios = sorted(s["cpu_pct"] / f for s, f in zip(serves, floors, strict=True))
-    print(
-        f"\nmedian: floor {floor:.2f} %, serve {serve:.2f} % = {serve / floor:.2f}× the floor "
-        f"(per-round ratios {ratios[0]:.2f}–{ratios[-1]:.2f})\n"
-    )
-    names = sorted({n for s in serves for n in s["threads"]})
-    print("| serve thread | CPU % of a core (median) | range | wake-ups per line (median) |")
-    print("|---|---|---|---|")
-    for name in sorted(
-        names, key=lambda n: -statistics.median(s["threads"].get(n, 0.0) for s in serves)
-    ):
-        values = sorted(s["threads"].get(name, 0.0) for s in serves)
-        wakes = statistics.median(s["thread_wakes_s"].get(name, 0.0) for s in serves) / rate
+    print()
+    for kind, runs in serves.items():
+        serve = statistics.median(s["cpu_pct"] for s in runs)
+        ratios = sorted(s["cpu_pct"] / f for s, f in zip(runs, floors, strict=True))
         print(
-            f"| {name} | {statistics.median(values):.2f} | {values[0]:.2f}–{values[-1]:.2f} "
-            f"| {wakes:.1f} |"
+            f"median: floor {floor:.2f} %, {kind} {serve:.2f} % = {serve / floor:.2f}× the "
+            f"floor (per-round ratios {ratios[0]:.2f}–{ratios[-1]:.2f})"
         )
+    if args.baseline:
+        pairs = sorted(
+            a["cpu_pct"] / b["cpu_pct"]
+            for a, b in zip(serves["after"], serves["before"], strict=True)
+        )
+        print(
+            f"after / before, same round: median {statistics.median(pairs):.2f} "
+            f"(range {pairs[0]:.2f}–{pairs[-1]:.2f})"
+        )
+    for kind, runs in serves.items():
+        names = {n for s in runs for n in s["threads"]}
+        print(f"\n| {kind}: thread | CPU % of a core (median) | range | wake-ups per line |")
+        print("|---|---|---|---|")
+        for name in sorted(
+            names, key=lambda n: -statistics.median(s["threads"].get(n, 0.0) for s in runs)
+        ):
+            values = sorted(s["threads"].get(name, 0.0) for s in runs)
+            wakes = statistics.median(s["thread_wakes_s"].get(name, 0.0) for s in runs) / rate
+            print(
+                f"| {name} | {statistics.median(values):.2f} | {values[0]:.2f}–{values[-1]:.2f} "
+                f"| {wakes:.1f} |"
+            )
 
 
 def main() -> None:
@@ -171,6 +204,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--rate", type=float, default=0.0, help="lines/s (default mainnet)")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run serve from REV's src/ (e.g. main), interleaved: the before/after ratio",
+    )
     report(parser.parse_args())
 
 

@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FOLLOW_BATCH_ENTRIES = 256
-_OWN_WRITE_ECHO_S = 0.005  # inotify events of our own write may arrive this late
-_FOREVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,7 @@ class SqliteJournal:
         self._checkpoints = Checkpoints(
             self.path,
             self.options.checkpoint_bytes,
-            lambda: store.checkpoint(self._read_conn()),
+            self._checkpoint,
             self._metrics,
         )
         self._retention = RetentionRunner(
@@ -136,7 +134,6 @@ class SqliteJournal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._watcher: Watcher | None = None
-        self._own_write_until = 0.0  # the watcher ignores WAL writes of our own writer
         # The newest snapshot our own writer produced: the watcher does not report it again.
         self._own_snapshot: store.Snapshot | None = None
         # The entries of our newest append, committed: followers at their seqs take them from
@@ -266,7 +263,6 @@ class SqliteJournal:
             self.options.poll_interval_s,
             self.options.watch_wal,
             self._watched,
-            lambda: time.monotonic() < self._own_write_until,
         )
         self._watcher.start()
         self._retention.start()
@@ -328,22 +324,37 @@ class SqliteJournal:
         recent: Callable[[tuple[Any, ...]], Sequence[Entry]] | None = None,
     ) -> Any:
         """Run a store write on the writer thread. Its snapshot (and the entries it committed,
-        ``recent(result)``) reaches the loop from the thread itself, so followers wake even
-        when the awaiting caller was cancelled meanwhile."""
+        ``recent(result)``) is applied on the loop by the same call that hands the result
+        over, so followers wake even when the awaiting caller was cancelled meanwhile. One
+        call, not ``run_in_executor`` plus one for the snapshot: on a busy CPU every hand-over
+        between threads is a context switch or two (and a wait for the GIL)."""
+        loop = self._loop
+        assert loop is not None
+        done: asyncio.Future[tuple[Any, ...]] = loop.create_future()
 
-        def job() -> tuple[Any, ...]:
-            self._own_write_until = _FOREVER
+        def finish(result: tuple[Any, ...] | None, error: BaseException | None) -> None:
+            if result is not None:
+                self._apply(result[-1], recent(result) if recent else ())
+            if done.cancelled():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def job() -> None:
             try:
-                result = func(self._write_conn, *args)
-            finally:
-                self._own_write_until = time.monotonic() + _OWN_WRITE_ECHO_S
+                with self._own_writes():
+                    result = func(self._write_conn, *args)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                self._loop_call(finish, None, exc)
+                return
             self._own_snapshot = result[-1]
-            self._loop_call(self._apply, result[-1], recent(result) if recent else ())
-            return result
+            self._loop_call(finish, result, None)
 
-        assert self._loop is not None
+        self._writer.submit(job)
         try:
-            return await self._loop.run_in_executor(self._writer, job)
+            return await done
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from exc
 
@@ -356,6 +367,15 @@ class SqliteJournal:
             return await self._loop.run_in_executor(self._readers, job)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def _own_writes(self) -> contextlib.AbstractContextManager[None]:
+        """Our writes wake no watcher of ours (their commits reach followers directly)."""
+        watcher = self._watcher
+        return contextlib.nullcontext() if watcher is None else watcher.own_writes()
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        with self._own_writes():
+            return store.checkpoint(self._read_conn())
 
     def _read_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
