@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,9 +248,19 @@ def _wait_healthy(port: int, proc: subprocess.Popen[Any], ctx: ssl.SSLContext | 
 
 
 def measure_default(
-    kind: str, n: int, *, rate: float, duration: float, tls: bool, certs: tuple[Path, Path, Path]
+    kind: str,
+    n: int,
+    *,
+    rate: float,
+    duration: float,
+    tls: bool,
+    certs: tuple[Path, Path, Path],
+    serve_cmd: Sequence[str] = (sys.executable, "-m", "disksync.cli"),
+    probe: Callable[[int], Callable[[], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """One run of ``kind`` ('ref' or 'default') with ``n`` clients; returns its figures."""
+    """One run of ``kind`` ('ref' or 'default') with ``n`` clients; returns its figures.
+    ``serve_cmd`` starts the CLI; ``probe(pid)``, called when the window opens, returns what
+    to call when it closes (its figures are merged into a no-client run's)."""
     from bench_fanout import cpu_ticks, free_port, make_state, percentile
 
     ca_pem, cert_pem, key_pem = certs
@@ -274,7 +284,7 @@ def measure_default(
         env = {k: v for k, v in os.environ.items() if not k.startswith("DISKSYNC_")}
         server: subprocess.Popen[Any] = subprocess.Popen(
             [
-                sys.executable, "-m", "disksync.cli", "serve", "--data-dir", str(data_dir),
+                *serve_cmd, "serve", "--data-dir", str(data_dir),
                 "--state-dir", str(state), "--listen", f"127.0.0.1:{port}", *tls_flags,
             ],
             env=env,
@@ -307,6 +317,7 @@ def measure_default(
     proc = psutil.Process(server.pid)
     time.sleep(warmup)
     cpu0, t0, ticks0 = proc.cpu_times(), time.monotonic(), cpu_ticks()
+    probe_end = probe(server.pid) if probe is not None else None
     results = []
     if not clients:  # no client: what serve costs to ingest alone
         time.sleep(duration)
@@ -317,6 +328,7 @@ def measure_default(
             raise RuntimeError(f"a client group exited {c.returncode} without its figures")
         results.append(json.loads(lines[-1]))
     cpu1, t1, ticks1 = proc.cpu_times(), time.monotonic(), cpu_ticks()
+    probed = probe_end() if probe_end is not None else {}
     server.terminate()
     server.wait(30)
     if node is not None:
@@ -325,7 +337,7 @@ def measure_default(
     shutil.rmtree(state, ignore_errors=True)
     cpu_s = cpu1.user + cpu1.system - cpu0.user - cpu0.system
     if not results:
-        return {"cpu_pct": cpu_s / (t1 - t0) * 100}
+        return {"cpu_pct": cpu_s / (t1 - t0) * 100, **probed}
     total_bytes = sum(r["bytes"] for r in results)
     elapsed = max(r["elapsed"] for r in results)
     latencies = sorted(x for r in results for x in r["latencies_us"])

@@ -34,6 +34,7 @@ from journal_contract import (
     collect,
     eventually,
     make_entries,
+    make_entry,
     stored,
 )
 
@@ -196,6 +197,50 @@ async def test_follow_sees_appends_of_another_process(tmp_path: Path) -> None:
             return (await journal.bounds()).last_seq == 60
 
         await eventually(bounds_caught_up, 10, "bounds to see the other process")
+
+
+async def _follow_n(journal: SqliteJournal, start: int, n: int) -> list[Entry]:
+    got: list[Entry] = []
+
+    async def run() -> None:
+        async for entry in journal.follow(start):
+            got.append(entry)
+            if len(got) == n:
+                return
+
+    await asyncio.wait_for(run(), scaled(10))
+    return got
+
+
+async def test_follow_of_our_newest_append_is_what_a_read_returns(tmp_path: Path) -> None:
+    """Followers take the entries of this process's newest append from memory, not from the
+    file: from every seq around it they must get exactly what a read returns, across upstream
+    gaps, repeats of the head (not journaled again: their ingest time differs) and retention
+    cutting into the newest append (a follower below the cut is told, not served)."""
+    rng = random.Random(14)
+    retention = Retention(max_bytes=2 * 64)  # keeps the newest two entries: cuts most batches
+    async with SqliteJournal(tmp_path / "j.db", retention=retention, options=FAST) as journal:
+        head = 0
+        told = served = 0
+        for _ in range(40):
+            first = head + 1 + (rng.randrange(1, 4) if rng.random() < 0.3 else 0)
+            batch = make_entries(first, first + rng.randrange(5))
+            if head and rng.random() < 0.3:
+                batch.insert(0, make_entry(head, ingest_ts_us=1))
+            await journal.append(batch)
+            await journal.enforce_retention()
+            head = batch[-1].seq
+            for start in range(max(0, first - 3), head + 1):
+                try:
+                    expected = await journal.read(start, 1000)
+                except RetentionError:
+                    with pytest.raises(RetentionError):
+                        await _follow_n(journal, start, 1)
+                    told += 1
+                    continue
+                assert await _follow_n(journal, start, len(expected)) == expected, start
+                served += 1
+    assert told and served
 
 
 async def test_follow_polls_without_inotify(tmp_path: Path) -> None:
@@ -443,11 +488,7 @@ async def test_retention_failure_is_logged_counted_retried_and_close_is_clean(
     await journal.close()  # returns: the failure was reported, not stored for close() to raise
 
 
-def test_watcher_hurries_for_wal_writes_only(tmp_path: Path) -> None:
-    """A write to the WAL file starts the 1 ms checks (a commit follows it); a write to any
-    other file of the directory, such as a checkpoint's to the database file, costs one check."""
-    path = tmp_path / "j.db"
-
+def _started_watcher(path: Path, tmp_path: Path) -> Watcher:
     async def create() -> None:
         async with SqliteJournal(path) as journal:
             await journal.append(make_entries(1, 1))
@@ -460,28 +501,58 @@ def test_watcher_hurries_for_wal_writes_only(tmp_path: Path) -> None:
         poll_interval_s=1.0,
         watch_wal=True,
         report=reports.append,
-        writing_here=lambda: False,
     )
     watcher.start()
+    deadline = time.monotonic() + scaled(10)
+    while not reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reports, "the watcher never reported the journal's state"
+    time.sleep(0.5)  # its own connection created the WAL file: let that window pass
+    return watcher
+
+
+def _checks_after_writing(watcher: Watcher, file: Path, writes: int = 1) -> tuple[int, int]:
+    """(data_version checks, inotify wake-ups) in the 0.3 s after ``writes`` writes."""
+    polls, wakeups = watcher.polls, watcher.wakeups
+    with open(file, "ab") as f:
+        for _ in range(writes):
+            # Past the WAL's last valid frame: SQLite ignores it, inotify does not.
+            f.write(b"\0" * 4096)
+            f.flush()
+    time.sleep(0.3)
+    return watcher.polls - polls, watcher.wakeups - wakeups
+
+
+def test_watcher_hurries_for_wal_writes_only(tmp_path: Path) -> None:
+    """A write to the WAL file starts the 1 ms checks (a commit follows it); a write to any
+    other file of the directory, such as a checkpoint's to the database file, starts none."""
+    path = tmp_path / "j.db"
+    watcher = _started_watcher(path, tmp_path)
     try:
-        deadline = time.monotonic() + scaled(10)
-        while not reports and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert reports, "the watcher never reported the journal's state"
-        time.sleep(0.5)  # its own connection created the WAL file: let that window pass
-
-        def checks_after_writing(name: str) -> int:
-            before = watcher.polls
-            with open(tmp_path / name, "ab") as f:
-                # Past the WAL's last valid frame: SQLite ignores it, inotify does not.
-                f.write(b"\0" * 4096)
-            time.sleep(0.3)
-            return watcher.polls - before
-
-        unrelated = checks_after_writing("j.db-notes")
-        wal = checks_after_writing("j.db-wal")
+        unrelated, _ = _checks_after_writing(watcher, tmp_path / "j.db-notes")
+        wal, _ = _checks_after_writing(watcher, tmp_path / "j.db-wal")
     finally:
         watcher.stop()
         watcher.join(scaled(10))
-    assert unrelated <= 3, f"{unrelated} checks after a write to another file"
+    assert unrelated <= 1, f"{unrelated} checks after a write to another file"
     assert wal >= 20, f"only {wal} checks in 0.3 s after a write to the WAL"
+
+
+def test_own_writes_wake_no_watcher_and_the_watch_comes_back(tmp_path: Path) -> None:
+    """Writes inside ``own_writes()`` (nested, as an append beside a checkpoint) neither wake
+    the watcher nor start the quick checks; once the last one ends, another process's WAL
+    write hurries it again."""
+    path = tmp_path / "j.db"
+    watcher = _started_watcher(path, tmp_path)
+    try:
+        with watcher.own_writes():
+            with watcher.own_writes():
+                inner = _checks_after_writing(watcher, tmp_path / "j.db-wal", writes=20)
+            outer = _checks_after_writing(watcher, tmp_path / "j.db-wal", writes=20)
+        after, woken = _checks_after_writing(watcher, tmp_path / "j.db-wal")
+    finally:
+        watcher.stop()
+        watcher.join(scaled(10))
+    assert inner[1] == 0 and outer[1] == 0, f"woken by our own writes: {inner}, {outer}"
+    assert inner[0] <= 1 and outer[0] <= 1, f"checks for our own writes: {inner}, {outer}"
+    assert woken >= 1 and after >= 20, f"only {after} checks after another process's write"

@@ -26,6 +26,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import logging
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FOLLOW_BATCH_ENTRIES = 256
-_OWN_WRITE_ECHO_S = 0.005  # inotify events of our own write may arrive this late
-_FOREVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +130,7 @@ class SqliteJournal:
         self._checkpoints = Checkpoints(
             self.path,
             self.options.checkpoint_bytes,
-            self._background_checkpoint,
+            self._checkpoint,
             self._metrics,
         )
         self._retention = RetentionRunner(
@@ -149,7 +148,11 @@ class SqliteJournal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._watcher: Watcher | None = None
-        self._own_write_until = 0.0  # the watcher ignores WAL writes of our own writer
+        # The newest snapshot our own writer produced: the watcher does not report it again.
+        self._own_snapshot: store.Snapshot | None = None
+        # The entries of our newest append, committed: followers at their seqs take them from
+        # here instead of reading them back (one batch, so memory stays bounded).
+        self._recent: Sequence[Entry] = ()
         self._closed = False
 
     # -- the Journal protocol -------------------------------------------------------------------
@@ -165,7 +168,9 @@ class SqliteJournal:
                 )
         started = time.perf_counter()
         try:
-            appended, duplicates, snap = await self._on_writer(store.append, entries)
+            appended, duplicates, snap = await self._on_writer(
+                store.append, entries, recent=lambda result: tuple(entries[result[1] :])
+            )
         except ConflictError:
             self._metrics.conflicts.inc()
             raise
@@ -203,12 +208,14 @@ class SqliteJournal:
             changed = self._changed
             last = self._snapshot.last_seq
             if last is not None and next_seq <= last:
-                batch = await self._on_reader(
-                    store.read,
-                    next_seq,
-                    _FOLLOW_BATCH_ENTRIES,
-                    self.options.follow_batch_bytes,
-                )
+                batch = self._from_recent(next_seq)
+                if batch is None:
+                    batch = await self._on_reader(
+                        store.read,
+                        next_seq,
+                        _FOLLOW_BATCH_ENTRIES,
+                        self.options.follow_batch_bytes,
+                    )
                 if batch:
                     for entry in batch:
                         yield entry
@@ -269,8 +276,7 @@ class SqliteJournal:
             self._connect,
             self.options.poll_interval_s,
             self.options.watch_wal,
-            lambda snap: self._loop_call(self._apply, snap),
-            lambda: time.monotonic() < self._own_write_until,
+            self._watched,
         )
         self._watcher.start()
         self._retention.start()
@@ -290,35 +296,80 @@ class SqliteJournal:
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
             loop.call_soon_threadsafe(func, *args)
 
-    def _apply(self, snap: store.Snapshot) -> None:
+    def _watched(self, snap: store.Snapshot) -> None:
+        """On the watcher thread: a snapshot that differs from the last one seen there. Our
+        own writer's commits change it too; their snapshots reach the loop from the writer
+        (``_on_writer``), so waking the loop again for them would only cost a wake-up."""
+        if snap != self._own_snapshot:
+            self._loop_call(self._apply, snap)
+
+    def _apply(self, snap: store.Snapshot, recent: Sequence[Entry] = ()) -> None:
         if snap.not_older_than(self._snapshot):
             changed = snap != self._snapshot
             self._snapshot = snap
+            if recent:
+                self._recent = recent
             if changed:
                 self._metrics.observe_bounds(snap.bounds())
                 self._notify()
+
+    def _from_recent(self, next_seq: int) -> list[Entry] | None:
+        """What ``store.read`` would return from ``next_seq``, from our newest append, when it
+        holds ``next_seq`` (else ``None``: read it). Its entries were committed above every
+        seq the journal held before, so the journal's rows from any seq among them are
+        exactly the rest of them (then, maybe, newer ones: the follower reads on). A seq that
+        retention has dropped since is left to ``store.read``, which raises for it."""
+        recent = self._recent
+        if not recent or not recent[0].seq <= next_seq <= recent[-1].seq:
+            return None
+        if next_seq < self._snapshot.trimmed_below:
+            return None
+        index = bisect.bisect_left(recent, next_seq, key=lambda entry: entry.seq)
+        return list(recent[index:])
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def _on_writer(self, func: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
-        """Run a store write on the writer thread. Its snapshot reaches the loop from the thread
-        itself, so followers wake even when the awaiting caller was cancelled meanwhile."""
+    async def _on_writer(
+        self,
+        func: Callable[..., tuple[Any, ...]],
+        *args: Any,
+        recent: Callable[[tuple[Any, ...]], Sequence[Entry]] | None = None,
+    ) -> Any:
+        """Run a store write on the writer thread. Its snapshot (and the entries it committed,
+        ``recent(result)``) is applied on the loop by the same call that hands the result
+        over, so followers wake even when the awaiting caller was cancelled meanwhile. One
+        call, not ``run_in_executor`` plus one for the snapshot: on a busy CPU every hand-over
+        between threads is a context switch or two (and a wait for the GIL)."""
+        loop = self._loop
+        assert loop is not None
+        done: asyncio.Future[tuple[Any, ...]] = loop.create_future()
 
-        def job() -> tuple[Any, ...]:
-            self._own_write_until = _FOREVER
+        def finish(result: tuple[Any, ...] | None, error: BaseException | None) -> None:
+            if result is not None:
+                self._apply(result[-1], recent(result) if recent else ())
+            if done.cancelled():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def job() -> None:
             try:
-                result = func(self._write_conn, *args)
-                self._bound_wal()
-            finally:
-                self._own_write_until = time.monotonic() + _OWN_WRITE_ECHO_S
-            self._loop_call(self._apply, result[-1])
-            return result
+                with self._own_writes():
+                    result = func(self._write_conn, *args)
+                    self._bound_wal()
+            except BaseException as exc:  # handed to the caller, whatever it is
+                self._loop_call(finish, None, exc)
+                return
+            self._own_snapshot = result[-1]
+            self._loop_call(finish, result, None)
 
-        assert self._loop is not None
+        self._writer.submit(job)
         try:
-            return await self._loop.run_in_executor(self._writer, job)
+            return await done
         except (sqlite3.Error, OSError) as exc:
             if is_disk_full(exc, self.path):
                 # SQLite rolled the transaction back: nothing of it is stored, and the same
@@ -327,10 +378,6 @@ class SqliteJournal:
             if isinstance(exc, OSError):
                 raise
             raise JournalError(f"journal {self.path}: {exc}") from exc
-
-    def _background_checkpoint(self) -> tuple[int, int, int]:
-        with self._checkpoint_lock:
-            return store.checkpoint(self._read_conn())
 
     def _bound_wal(self) -> None:
         """On the writer thread, after a commit: truncate the WAL once it passes its bound.
@@ -360,6 +407,16 @@ class SqliteJournal:
             return await self._loop.run_in_executor(self._readers, job)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def _own_writes(self) -> contextlib.AbstractContextManager[None]:
+        """Our writes wake no watcher of ours (their commits reach followers directly)."""
+        watcher = self._watcher
+        return contextlib.nullcontext() if watcher is None else watcher.own_writes()
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        # Under the lock: the writer's WAL truncation must not run beside it.
+        with self._checkpoint_lock, self._own_writes():
+            return store.checkpoint(self._read_conn())
 
     def _read_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

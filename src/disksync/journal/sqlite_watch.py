@@ -5,19 +5,26 @@ Rules kept here:
   at least that often, whatever inotify does or does not report.
 * inotify only makes it sooner: a write to the WAL file starts a short window of 1 ms checks,
   because the commit becomes visible after the write (and after the fsync with
-  ``synchronous=FULL``). Writes of this process's own writer do not start the window, nor do
-  writes to other files of the directory: a checkpoint writes the database file, and commits
-  nothing (starting the window for it kept this thread polling at 1 kHz a third of the time).
+  ``synchronous=FULL``). Writes to other files of the directory start nothing: a checkpoint
+  writes the database file, and commits nothing (starting the window for it kept this thread
+  polling at 1 kHz a third of the time).
+* This process's own writes wake nothing: while one is in progress (``own_writes()``, around
+  every append, trim and checkpoint) the directory is watched for file creation only, so its
+  page writes queue no event. They used to wake this thread several times per append (a commit
+  is a burst of page writes) for about as much CPU as the append itself, and their commits reach
+  followers directly. A write by another process during one of ours is seen by the next check.
 * It only reports snapshots; deciding whether one is newer is the journal's job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,19 @@ log = logging.getLogger(__name__)
 # millisecond for a short while instead of waiting a whole poll interval.
 _QUICK_POLL_S = 0.001
 _QUICK_WINDOW_S = 0.25
+# After a wake-up that needs no look (writes to another file of the directory), the watcher
+# waits this long before reading inotify again, so a burst of such writes costs one wake-up.
+_BURST_S = 0.005
+
+try:
+    from inotify_simple import INotify
+    from inotify_simple import flags as _flags
+
+    _WATCHING = _flags.MODIFY | _flags.CREATE
+    _QUIET = _flags.CREATE  # during our own writes: a new WAL file is still news
+except ImportError:  # pragma: no cover - not Linux
+    INotify = None
+    _WATCHING = _QUIET = 0
 
 
 class Watcher(threading.Thread):
@@ -44,81 +64,120 @@ class Watcher(threading.Thread):
         poll_interval_s: float,
         watch_wal: bool,
         report: Callable[[store.Snapshot], None],
-        writing_here: Callable[[], bool],
     ) -> None:
         super().__init__(name="journal-watch", daemon=True)
         self._dir = journal_file.parent
         self._wal_name = f"{journal_file.name}-wal"
         self.polls = 0  # data_version checks so far (read by tests)
+        self.wakeups = 0  # inotify reads that returned events (read by tests)
         self._connect = connect
         self._interval = poll_interval_s
-        self._watch_wal = watch_wal
         self._report = report
-        self._writing_here = writing_here
         self._stopping = threading.Event()
         self._ctx = {"dir": str(self._dir)}
+        # The inotify instance and the count of our own writes in progress change together,
+        # from any thread, under this lock.
+        self._lock = threading.Lock()
+        self._own = 0
+        self._inotify: Any = self._open_inotify() if watch_wal else None
 
     def stop(self) -> None:
         self._stopping.set()
 
+    @contextlib.contextmanager
+    def own_writes(self) -> Iterator[None]:
+        """Around a write by this process (any thread; they may overlap): its writes to the
+        directory queue no inotify event, so they wake nobody here."""
+        with self._lock:
+            self._own += 1
+            if self._own == 1:
+                self._set_mask(_QUIET)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._own -= 1
+                if self._own == 0:
+                    self._set_mask(_WATCHING)
+
     def run(self) -> None:
-        inotify = self._inotify()
         conn: sqlite3.Connection | None = None
         failing = False
         try:
             seen: int | None = None
             quick_until = 0.0
+            check_at = 0.0  # when data_version is next looked at (now: the first look)
             while not self._stopping.is_set():
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                        seen = store.data_version(conn)
-                        self._report(store.snapshot(conn))  # whatever happened before we looked
-                    version = store.data_version(conn)
-                    self.polls += 1
-                    if version != seen:
-                        seen = version
+                now = time.monotonic()
+                if now >= check_at:
+                    try:
+                        if conn is None:
+                            conn = self._connect()
+                            seen = store.data_version(conn)
+                            self._report(store.snapshot(conn))  # whatever happened before
+                        version = store.data_version(conn)
+                        self.polls += 1
+                        if version != seen:
+                            seen = version
+                            quick_until = 0.0
+                            self._report(store.snapshot(conn))
+                        failing = False
+                    except (sqlite3.Error, JournalError):
+                        # Keep trying: a dead watcher would leave cross-process followers
+                        # waiting forever. Log the first failure of a run, not every poll.
+                        if not failing:
+                            log.exception("journal watcher cannot read; retrying", extra=self._ctx)
+                        failing = True
                         quick_until = 0.0
-                        self._report(store.snapshot(conn))
-                    failing = False
-                except (sqlite3.Error, JournalError):
-                    # Keep trying: a dead watcher would leave cross-process followers waiting
-                    # forever. Log the first failure of a run, not every poll.
-                    if not failing:
-                        log.exception("journal watcher cannot read; retrying", extra=self._ctx)
-                    failing = True
-                    quick_until = 0.0
-                quick = time.monotonic() < quick_until
-                wait_s = _QUICK_POLL_S if quick else self._interval
-                if inotify is not None:
-                    events = inotify.read(timeout=max(1, int(wait_s * 1000)))
-                    # Our own appends wake followers directly; hurrying for them only costs
-                    # the writer (measured: +0.6 ms per append). Other writers are the point.
-                    wal_written = any(event.name == self._wal_name for event in events)
-                    if wal_written and not self._writing_here():
-                        quick_until = time.monotonic() + _QUICK_WINDOW_S
+                    now = time.monotonic()
+                    check_at = now + (_QUICK_POLL_S if now < quick_until else self._interval)
+                inotify = self._inotify
+                if inotify is None:
+                    self._stopping.wait(max(0.0, check_at - now))
+                    continue
+                events = inotify.read(timeout=max(1, math.ceil((check_at - now) * 1000)))
+                if not events:
+                    continue
+                self.wakeups += 1
+                if any(event.name == self._wal_name for event in events):
+                    # Another process writes the WAL (ours queue no event): its commit
+                    # follows, so look at once and then every millisecond for a while.
+                    quick_until = time.monotonic() + _QUICK_WINDOW_S
+                    check_at = 0.0
                 else:
-                    self._stopping.wait(wait_s)
+                    # Another file (a checkpoint writing the database file commits nothing):
+                    # no look now, and let the rest of its burst of writes collapse into one
+                    # queued event (the kernel merges repeats of an unread event).
+                    self._stopping.wait(min(_BURST_S, max(0.0, check_at - time.monotonic())))
         finally:
+            with self._lock:
+                inotify, self._inotify = self._inotify, None
             if inotify is not None:
                 inotify.close()
             if conn is not None:
                 conn.close()
 
-    def _inotify(self) -> Any:
-        if not self._watch_wal:
-            return None
-        try:
-            from inotify_simple import INotify, flags
-        except ImportError:
+    def _open_inotify(self) -> Any:
+        if INotify is None:
             return None
         inotify = INotify()
         try:
             # The directory, not the file: the WAL file is deleted and recreated as connections
-            # come and go. A wake-up for an unrelated file only costs one data_version check.
-            inotify.add_watch(str(self._dir), flags.MODIFY | flags.CREATE)
+            # come and go. A wake-up for an unrelated file costs no check.
+            inotify.add_watch(str(self._dir), _WATCHING)
         except OSError:  # e.g. fs.inotify.max_user_watches reached: polling still works
             log.warning("cannot watch the journal directory; polling only", extra=self._ctx)
             inotify.close()
             return None
         return inotify
+
+    def _set_mask(self, mask: int) -> None:
+        """Change what the directory's watch reports (under ``_lock``). Replacing the mask of
+        a watch queues no event and keeps those already queued."""
+        if self._inotify is None:
+            return
+        try:
+            self._inotify.add_watch(str(self._dir), mask)
+        except OSError:
+            # The directory is gone or the descriptor closing: polling still finds commits.
+            log.warning("cannot change the journal directory's watch", extra=self._ctx)
