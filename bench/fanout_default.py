@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import shutil
@@ -225,10 +226,24 @@ def _pinned_to_first_cpu() -> None:
         os.sched_setaffinity(0, cpus[:1])
 
 
+_CHILDREN: list[subprocess.Popen[Any]] = []
+
+
+@atexit.register
+def _kill_children() -> None:
+    """A run that fails half-way must not leave servers and writers loading the machine."""
+    for child in _CHILDREN:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def _spawn_role(*argv: str) -> subprocess.Popen[str]:
     from bench_fanout import spawn
 
-    return spawn(*argv)
+    child = spawn(*argv)
+    _CHILDREN.append(child)
+    return child
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen[Any], ctx: ssl.SSLContext | None) -> None:
@@ -291,6 +306,7 @@ def measure_default(
             stderr=subprocess.DEVNULL,
             preexec_fn=_pinned_to_first_cpu,
         )  # fmt: skip
+        _CHILDREN.append(server)
         _wait_healthy(port, server, client_ctx)
     else:
         server = _spawn_role(
