@@ -556,3 +556,64 @@ def test_own_writes_wake_no_watcher_and_the_watch_comes_back(tmp_path: Path) -> 
     assert inner[1] == 0 and outer[1] == 0, f"woken by our own writes: {inner}, {outer}"
     assert inner[0] <= 1 and outer[0] <= 1, f"checks for our own writes: {inner}, {outer}"
     assert woken >= 1 and after >= 20, f"only {after} checks after another process's write"
+
+
+def test_a_check_asked_for_during_own_writes_runs_as_they_end(tmp_path: Path) -> None:
+    """A commit by another process while we checkpoint queues no event (the watch is narrowed):
+    the checkpoint asks for a check, and the watcher looks as soon as our writes end, not at its
+    next fallback check (1 s here)."""
+    path = tmp_path / "j.db"
+    watcher = _started_watcher(path, tmp_path)
+    try:
+        assert watcher.interval_s == 1.0
+        with watcher.own_writes():
+            watcher.check_after_own_writes()
+            during = _checks_after_writing(watcher, tmp_path / "j.db-wal")
+            polls = watcher.polls
+        time.sleep(0.2)
+        after = watcher.polls - polls
+        unasked_polls = watcher.polls
+        with watcher.own_writes():
+            pass
+        time.sleep(0.2)
+        unasked = watcher.polls - unasked_polls
+    finally:
+        watcher.stop()
+        watcher.join(scaled(10))
+    assert during[0] == 0, f"checked during our own writes: {during}"
+    assert after == 1, f"{after} checks right after our writes ended (asked for one)"
+    assert unasked == 0, f"{unasked} checks after own writes that asked for none"
+
+
+def test_with_inotify_the_fallback_check_is_rare(tmp_path: Path) -> None:
+    """The 50 ms data_version poll is for when inotify is missing; with it, a serve that has
+    nothing to report checks once a second instead of 20 times."""
+    path = tmp_path / "j.db"
+    asyncio.run(_append_one(path))
+
+    def watcher(watch_wal: bool) -> Watcher:
+        return Watcher(
+            path,
+            lambda: store.connect(path, synchronous="normal", page_size=65536, mmap_size=0),
+            poll_interval_s=0.05,
+            watch_wal=watch_wal,
+            report=lambda snapshot: None,
+            fallback_interval_s=1.0,
+        )
+
+    for watch_wal, interval in ((True, 1.0), (False, 0.05)):
+        started = watcher(watch_wal)
+        started.start()
+        try:
+            assert started.interval_s == interval
+        finally:
+            started.stop()
+            started.join(scaled(10))
+    assert SqliteOptions().watch_fallback_s == 1.0
+    with pytest.raises(ValueError, match="watch_fallback_s"):
+        SqliteOptions(watch_fallback_s=0)
+
+
+async def _append_one(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.append(make_entries(1, 1))

@@ -69,6 +69,8 @@ class SqliteOptions:
     mmap_size: int = 1 << 30  # readers map the file instead of copying through the page cache
     poll_interval_s: float = 0.05  # how often the watcher looks for other processes' commits
     watch_wal: bool = True  # also wake the watcher by inotify on the WAL file (Linux)
+    # With inotify the watcher's checks are a safety net (sqlite_watch.py), this far apart.
+    watch_fallback_s: float = 1.0
     retention_interval_s: float = 1.0  # how often age retention is checked without appends
     follow_batch_bytes: int = 16 << 20  # payload bytes a follower reads at once
     readers: int = 2  # reader threads
@@ -93,8 +95,16 @@ class SqliteOptions:
             )
         if self.wal_max_bytes < 1 << 20:
             raise ValueError(f"wal_max_bytes must be at least 1 MiB, not {self.wal_max_bytes}")
-        if self.poll_interval_s <= 0 or self.retention_interval_s <= 0 or self.readers < 1:
-            raise ValueError("poll_interval_s, retention_interval_s and readers must be positive")
+        if (
+            self.poll_interval_s <= 0
+            or self.watch_fallback_s <= 0
+            or self.retention_interval_s <= 0
+            or self.readers < 1
+        ):
+            raise ValueError(
+                "poll_interval_s, watch_fallback_s, retention_interval_s and readers must be"
+                " positive"
+            )
 
 
 class SqliteJournal:
@@ -277,6 +287,7 @@ class SqliteJournal:
             self.options.poll_interval_s,
             self.options.watch_wal,
             self._watched,
+            fallback_interval_s=self.options.watch_fallback_s,
         )
         self._watcher.start()
         self._retention.start()
@@ -389,6 +400,7 @@ class SqliteJournal:
             return
         if size <= self.options.wal_max_bytes:
             return
+        self._check_after_own_writes()  # another process may commit while the WAL is reset
         try:
             with self._checkpoint_lock:
                 busy = store.truncate_wal(self._write_conn)
@@ -416,7 +428,13 @@ class SqliteJournal:
     def _checkpoint(self) -> tuple[int, int, int]:
         # Under the lock: the writer's WAL truncation must not run beside it.
         with self._checkpoint_lock, self._own_writes():
+            # A checkpoint holds no write lock: another process may commit meanwhile, unseen.
+            self._check_after_own_writes()
             return store.checkpoint(self._read_conn())
+
+    def _check_after_own_writes(self) -> None:
+        if self._watcher is not None:
+            self._watcher.check_after_own_writes()
 
     def _read_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
