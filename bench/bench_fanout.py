@@ -49,6 +49,7 @@ from typing import Any
 import psutil
 import zstandard
 
+from disksync.journal.sqlite import SqliteOptions
 from disksync.protocol import parse_frame_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -853,6 +854,12 @@ def main() -> None:
     parser.add_argument("--tls-key")
     parser.add_argument("--ca")
     parser.add_argument("--dir")
+    parser.add_argument(
+        "--floor-page-size",
+        type=int,
+        default=SqliteOptions().page_size,
+        help="the ingest floor's SQLite page size (default: the journal's, see BENCHMARKS.md)",
+    )
     parser.add_argument("--journal", help="journal URL for our server and the appender")
     parser.add_argument("--port", type=int)
     parser.add_argument("--rate", type=float, default=MAINNET_RATE)

@@ -47,7 +47,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageExit(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _module_for(command: str) -> str:
+    return "import_cmd" if command == "import" else command
+
+
+def command_named(args: Sequence[str]) -> str | None:
+    """The command module ``args`` invoke (the first word that is not an option), if any: the
+    parser then imports only that one. Every command module imports what its command needs,
+    and all of them take ~1 s, which ``disksync --version`` or ``tail`` should not wait for."""
+    words = iter(args)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            module = _module_for(word)
+            return module if module in COMMANDS else None
+    return None
+
+
+def build_parser(only: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser with the commands of ``only`` (default all: the help lists them)."""
     parser = _Parser(prog="disksync", description="Hyperliquid replica command log as a feed")
     parser.add_argument("--version", action="version", version=f"disksync {__version__}")
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
@@ -56,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module_name in COMMANDS:
+        if module_name not in only:
+            continue
         try:
             module = importlib.import_module(f"disksync.cli.{module_name}")
         except ModuleNotFoundError as exc:
@@ -70,7 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("DISKSYNC_DEBUG") == "1"
     try:
-        parser = build_parser()
+        command = command_named(args_list)
+        if command is not None:
+            parser = build_parser(only=(command,))
+        elif "--version" in args_list and "-h" not in args_list and "--help" not in args_list:
+            parser = build_parser(only=())
+        else:
+            parser = build_parser()  # help, or an unknown command: the list of all of them
         args = parser.parse_args(args_list)
         setup_logging(debug=debug, fmt=args.log_format)
         if args.command is None:
