@@ -145,7 +145,9 @@ def test_kill_9_at_random_moments_loses_duplicates_and_changes_nothing(
         for name, data in archived(store).items():
             assert seen.setdefault(name, data) == data, f"{name} changed after a kill -9"
     metrics_port = free_port()
-    proc = record(live, str(root), tmp_path / "spool", "--metrics", f"127.0.0.1:{metrics_port}")
+    proc = record(
+        live, str(root), tmp_path / "spool", "--metrics-listen", f"127.0.0.1:{metrics_port}"
+    )
     wait_for(store, len([n for n in seen if n.endswith(".json")]) + 3)
     scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=scaled(5)).text
     for name in ("files_uploaded_total", "bytes_uploaded_total", "lag_seconds", "head_seq"):

@@ -10,7 +10,7 @@ Rules kept here:
   continues with no file missing, duplicated or changed.
 * Runs until SIGINT/SIGTERM (exit 0; partial data waits in the spool) or a failure retrying
   cannot fix: the key is refused, the spool is full (exit 1, one line each).
-* Progress on stderr (rich, on a terminal) and a log line every 30 s; ``--metrics HOST:PORT``
+* Progress on stderr (rich, on a terminal) and a log line every 30 s; ``--metrics-listen HOST:PORT``
   serves Prometheus metrics (``disksync_record_*``).
 """
 
@@ -73,7 +73,14 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="longest wait between upload retries (default 60; they start at 1 s, doubling)",
     )
-    p.add_argument("--metrics", default=None, metavar="HOST:PORT", help="Prometheus endpoint")
+    p.add_argument(
+        "--metrics-listen",
+        "--metrics",  # its first name, kept working
+        dest="metrics_listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress, no event lines")
     p.set_defaults(run=run)
 
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("DISKSYNC_API_KEY")
     if not api_key:
         raise ConfigError("no API key: pass --api-key KEY or set DISKSYNC_API_KEY")
-    metrics_at = parse_listen(args.metrics) if args.metrics else None
+    metrics_at = parse_listen(args.metrics_listen) if args.metrics_listen else None
     if not 0.1 <= args.upload_retry_max_s <= 3600:
         raise ConfigError(
             f"--upload-retry-max-s must be within 0.1..3600, got {args.upload_retry_max_s}"
