@@ -22,7 +22,9 @@ Rules kept here:
 * Names that are not regular files (a FIFO named like a height) are skipped without blocking:
   warning + ``irregular_files``.
 * The loop is shared with the feed server: a batch is read chunk by chunk, handing the loop
-  back before each chunk.
+  back before each chunk (but the first of a live line's read, which follows a wait). A read
+  shorter than its chunk is the file's end: with inotify on and no wake-up since, the tailer
+  waits rather than reading again.
 * A file deleted while open is read to its end through the open descriptor; one deleted before
   it was opened is skipped (warning + ``vanished_files``); the ingest reports the seq gap.
 * A partial line above ``max_line_bytes`` stops the tailer with ``SourceError`` after every
@@ -90,6 +92,8 @@ class Tailer:
         self._newest: Path | None = None
         self._numbering = LineNumbering(config.height_window, metrics)
         self._oversized: SourceError | None = None
+        # The last read stopped short of its chunk: the file ended there at that moment.
+        self._read_to_end = False
         self._warned_names: set[Path] = set()
         self._watcher: Watcher | None = None
         self._next_poll = 0.0
@@ -208,7 +212,16 @@ class Tailer:
             batch = await self._read_batch()
             if batch:
                 yield batch
-                continue
+                # Read again at once only if the file may hold more: after a read that reached
+                # the end, with its directory watched and no wake-up since, it cannot (a write
+                # after ``clear`` sets the event). Saves a read and a loop turn per line.
+                current = self._file
+                if not (
+                    self._read_to_end
+                    and current is not None
+                    and self._watcher.quiet(current.log.path.parent)
+                ):
+                    continue
             if self._oversized is not None:
                 raise self._oversized
             now = loop.time()
@@ -240,12 +253,19 @@ class Tailer:
             self._note_truncation(current, "was truncated or rewritten in place")
         entries: list[Entry] = []
         budget = start_budget = config.batch_max_bytes
+        # The loop is shared with the feed server: hand it back before every chunk, so a
+        # catch-up batch stalls it for one chunk's framing and parsing, not a whole batch;
+        # except before the first chunk after a read that reached the end (a live line,
+        # after a wait): there the loop has just run, and the yield is a turn per line.
+        handed_back = self._read_to_end
+        self._read_to_end = False
         while budget > 0 and len(entries) < config.batch_max_lines:
-            # The loop is shared with the feed server: hand it back before every chunk, so a
-            # catch-up batch stalls it for one chunk's framing and parsing, not a whole batch.
-            await asyncio.sleep(0)
+            if not handed_back:
+                await asyncio.sleep(0)
+            handed_back = False
             data = os.pread(current.fd, config.read_chunk_bytes, current.offset)
             if not data:
+                self._read_to_end = True
                 break
             ingest_us = self._wall_ns() // 1000
             current.note_read(current.offset, data)
@@ -259,6 +279,9 @@ class Tailer:
                     f"max_line_bytes={config.max_line_bytes}; raise max_line_bytes to follow "
                     "this log (stopping rather than skipping data)"
                 )
+                break
+            if len(data) < config.read_chunk_bytes:
+                self._read_to_end = True  # a short read: the end, no empty read needed
                 break
         if budget != start_budget:
             current.mtime_ns = os.fstat(current.fd).st_mtime_ns

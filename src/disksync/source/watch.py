@@ -89,6 +89,11 @@ class Watcher:
             except OSError:
                 pass  # not there yet, or gone: polling covers it
 
+    def quiet(self, directory: Path) -> bool:
+        """``directory`` is watched and nothing woke us since ``clear``: its files are as
+        last read."""
+        return directory in self._wds and not self._event.is_set()
+
     def clear(self) -> None:
         """Forget wake-ups so far (call before looking at the files)."""
         self._event.clear()
