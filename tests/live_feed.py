@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import disksync_cmd
@@ -19,6 +19,7 @@ class LiveFeed:
     urls: list[str]
     key: str
     state_dir: Path
+    servers: list[ServeProcess] = field(default_factory=list)  # urls[i] is servers[i]
 
 
 @contextmanager
@@ -45,7 +46,7 @@ def live_feed(
         _, key = create_key(state)
         for server in servers:
             server.wait_ready()
-        yield LiveFeed([s.url for s in servers], key, state)
+        yield LiveFeed([s.url for s in servers], key, state, servers)
     finally:
         for server in servers:
             if server.proc is not None:

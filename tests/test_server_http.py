@@ -105,6 +105,7 @@ async def test_status_health_metrics_openapi(tmp_path: Path) -> None:
             "/healthz",
             "/metrics",
             "/openapi.json",
+            "/explorer",
         }
         async with httpx.AsyncClient(base_url=h.http(""), headers={"x-api-key": h.key}) as client:
             status = (await client.get("/v1/status")).json()

@@ -253,6 +253,8 @@ def _banner(console: Console, state_dir: Path, url: str, api_key: str) -> None:
     say(f"  feed:  {url}")
     say(f"  key:   {api_key}")
     say(f"  try:   disksync tail {url} --api-key {api_key} --count 5 | jq .seq")
+    page = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
+    say(f"  look:  {page}/explorer  (paste the key)")
     say("  Ctrl-C stops.\n")
 
 

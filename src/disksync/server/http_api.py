@@ -1,11 +1,12 @@
 """The HTTP API on the feed's port (SPEC §4): routes, auth, rate limit, NDJSON backfill.
 
 Rules kept here:
-* Every route answers JSON (or NDJSON, or Prometheus text); every error is
+* Every route answers JSON (or NDJSON, Prometheus text, or the explorer's HTML); every error is
   ``{"error": CODE, "message": TEXT}`` with the matching status.
-* ``/healthz``, ``/metrics`` and ``/openapi.json`` need no key; the ``/v1`` routes accept every
-  valid key (any tier) and are rate-limited per key by tier (``429`` + ``Retry-After`` +
-  ``X-RateLimit-*``); the limiter's headers go on every response of a limited tier.
+* ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/explorer`` need no key; the ``/v1``
+  routes accept every valid key (any tier) and are rate-limited per key by tier (``429`` +
+  ``Retry-After`` + ``X-RateLimit-*``); the limiter's headers go on every response of a
+  limited tier.
 * A backfill is streamed in journal batches: memory per request is one batch, however large
   ``limit`` is, and the connection waits for the socket to drain between batches. A batch is
   bounded by bytes too (``STREAM_BATCH_BYTES`` of payload, or the one command that alone is
@@ -32,6 +33,7 @@ from disksync.journal.base import Journal
 from disksync.keys import KeyStore
 from disksync.protocol import encode_error_body, encode_replica_cmd
 from disksync.ratelimit import RateLimiter
+from disksync.server import explorer
 from disksync.server.auth_throttle import AuthGate
 from disksync.server.handshake import (
     Headers,
@@ -174,6 +176,11 @@ async def _metrics(ctx: ApiContext, query: Query, param: str | None, tier: str |
     if not ctx.metrics_enabled:
         return error_response(Rejection(404, "not_found", "metrics are turned off"))
     return Response(200, generate_latest(ctx.registry), content_type=CONTENT_TYPE_LATEST)
+
+
+async def _explorer(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
+    page = explorer.page()
+    return Response(200, page.body, content_type=explorer.HTML, headers=list(page.headers))
 
 
 async def _openapi(ctx: ApiContext, query: Query, param: str | None, tier: str | None) -> Response:
@@ -397,6 +404,15 @@ ROUTES: tuple[Route[ApiContext, Response], ...] = (
         auth=False,
         ok={"description": "metrics", "content": {"text/plain": {}}},
         errors={"404": "metrics turned off"},
+    ),
+    Route(
+        "/explorer",
+        "explorer",
+        "The web explorer: live blocks, action mix, lag and latency, one block decoded on "
+        "click (HTML; the page asks for a key and reads the feed with it; no key to load it)",
+        _explorer,
+        auth=False,
+        ok={"description": "the page", "content": {"text/html": {}}},
     ),
     Route(
         "/openapi.json",
