@@ -19,6 +19,7 @@ Rules kept here:
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from disksync.errors import FeedError, Forbidden, Unauthorized
@@ -95,11 +96,13 @@ def _fatal(cls: type[FeedError], failure: Failure, summary: str) -> Decision:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (the HTTP-date form is treated as absent)."""
+    """``Retry-After`` in seconds (the HTTP-date form is treated as absent, and so are
+    ``inf``, ``nan`` and ``1e999``: Python's ``float`` reads them, and a wait of ``inf`` would
+    park the client for ever)."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

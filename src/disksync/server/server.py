@@ -6,7 +6,8 @@ Rules kept here:
   a connection's failure is confined to that connection (``app``/``session`` catch it).
 * Bounded: at most ``max_pending`` connections without a complete request head, TLS handshakes
   in progress included (the oldest is dropped past that, so a flood of half-open sockets evicts
-  itself, not real clients; ``tls_gate.py``), at most
+  itself, not real clients; ``tls_gate.py``), at most ``accept_backlog`` accepted but not yet
+  counted (the loop accepts a whole backlog before any connection reaches ``adopt``), at most
   ``max_clients`` feed sessions, ``max_connections`` per key.
 * Bind first: ``start()`` binds the port (raising ``ListenError`` if it cannot) before anything
   else of the process begins, so a busy port costs nothing; connections are accepted only once
@@ -83,6 +84,10 @@ class ServerConfig:
     handshake_timeout_s: float = 10.0
     keepalive_timeout_s: float = 30.0
     max_pending: int = 256  # connections without a complete request head, TLS ones included
+    # The listen backlog, which is also how many connections the loop accepts in one go before
+    # any of them reaches adopt() (and max_pending): a burst can hold max_pending + this many
+    # descriptors at once, not max_pending + 1,024 as with the former backlog.
+    accept_backlog: int = 64
     tls_handshake_timeout_s: float = 5.0  # a real client's TLS handshake takes milliseconds
     max_tls_handshakes: int = 64  # in progress at once; past it the oldest is dropped
     # TCP_DEFER_ACCEPT: a socket that sends nothing is not handed over for this long (0: off)
@@ -218,8 +223,10 @@ class FeedServer:
                 host,
                 port,
                 # TLS starts per connection (tls_gate.py), so a handshake in progress counts
-                # against max_pending like any other unfinished request.
-                backlog=1024,
+                # against max_pending like any other unfinished request. The backlog bounds
+                # the accepts of one loop iteration: asyncio accepts up to `backlog` sockets
+                # (uvloop: until the queue is empty) before any is adopted and counted.
+                backlog=self.config.accept_backlog,
                 start_serving=False,
             )
         except OSError as exc:
