@@ -27,11 +27,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from disksync.cli.common import event_loop_runner, whole_number
+from disksync.cli.common import event_loop_runner
 from disksync.cli.feedargs import (
     add_connection_flags,
+    add_report_flags,
     client_config,
-    duration_seconds,
     say,
     status_printer,
 )
@@ -57,23 +57,12 @@ def register(subparsers: Any) -> None:
         "sources", nargs="+", metavar="SRC", help="ws[s]:// URL(s), sqlite:PATH or an archive ROOT"
     )
     add_connection_flags(parser)
-    parser.add_argument(
-        "--duration", type=duration_seconds, default=None, metavar="S", help="stop after S seconds"
+    add_report_flags(
+        parser,
+        out="disksync-analyze",
+        count_help="stop after N blocks",
+        records_help="blocks kept for distributions",
     )
-    parser.add_argument(
-        "--count", type=whole_number(1), default=None, metavar="N", help="stop after N blocks"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("disksync-analyze"), metavar="DIR", help="report dir"
-    )
-    parser.add_argument(
-        "--max-records",
-        type=whole_number(1000),
-        default=1_000_000,
-        metavar="N",
-        help="blocks kept for distributions; beyond, a uniform sample (default 1000000)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress or status lines")
     parser.set_defaults(run=run)
 
 

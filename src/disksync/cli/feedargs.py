@@ -56,6 +56,26 @@ def duration_seconds(text: str) -> float:
     return value
 
 
+def add_report_flags(
+    parser: argparse.ArgumentParser, *, out: str, count_help: str, records_help: str
+) -> None:
+    """The flags of the tools that end in a report (``latency``, ``analyze``): when to stop,
+    where the report goes, how much is kept for distributions, and quiet."""
+    parser.add_argument(
+        "--duration", type=duration_seconds, default=None, metavar="S", help="stop after S seconds"
+    )
+    parser.add_argument("--count", type=whole_number(1), default=None, metavar="N", help=count_help)
+    parser.add_argument("--out", type=Path, default=Path(out), metavar="DIR", help="report dir")
+    parser.add_argument(
+        "--max-records",
+        type=whole_number(1000),
+        default=1_000_000,
+        metavar="N",
+        help=f"{records_help}; beyond, a uniform sample (default 1000000)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress or status lines")
+
+
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-listen",

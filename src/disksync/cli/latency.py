@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import signal
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -24,8 +23,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from disksync.cli.common import event_loop_runner, whole_number
-from disksync.cli.feedargs import add_connection_flags, client_config, duration_seconds, say
+from disksync.cli.common import event_loop_runner
+from disksync.cli.feedargs import add_connection_flags, add_report_flags, client_config, say
 from disksync.client import events
 from disksync.errors import ConfigError
 
@@ -46,26 +45,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("urls", nargs="+", metavar="URL", help="ws:// or wss:// feed endpoint")
     add_connection_flags(parser, from_seq=False)
-    parser.add_argument(
-        "--duration", type=duration_seconds, default=None, metavar="S", help="stop after S seconds"
-    )
-    parser.add_argument(
-        "--count", type=whole_number(1), default=None, metavar="N", help="stop after N per URL"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("disksync-latency"), metavar="DIR", help="report dir"
+    add_report_flags(
+        parser,
+        out="disksync-latency",
+        count_help="stop after N per URL",
+        records_help="records kept per URL",
     )
     parser.add_argument(
         "--no-decode", action="store_true", help="do not decode (no receive→decoded stage)"
     )
-    parser.add_argument(
-        "--max-records",
-        type=whole_number(1000),
-        default=1_000_000,
-        metavar="N",
-        help="records kept per URL; beyond, a uniform sample (default 1000000)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress or status lines")
     parser.set_defaults(run=run)
 
 
