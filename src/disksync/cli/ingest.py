@@ -25,13 +25,19 @@ import logging
 import signal
 import socket
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from disksync.cli.common import event_loop_runner, settings_from
-from disksync.cli.serve import check_serve_data_dir, ingest_progress, tailer_config
+from disksync.cli.common import (
+    SOURCE_SETTING_FLAGS,
+    add_source_flags,
+    check_serve_data_dir,
+    event_loop_runner,
+    ingest_progress,
+    settings_from,
+    tailer_config,
+)
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.errors import ConfigError
 from disksync.ingest import Ingest, first_failure
@@ -53,12 +59,11 @@ def register(subparsers: Any) -> None:
             "shared (nats://). Several ingests may write one stream, each beside its own node."
         ),
     )
-    p.add_argument("--config", type=Path, help="TOML settings file ([serve] table)")
-    p.add_argument("--data-dir", help="the node's data dir, holding replica_cmds/ (required)")
-    p.add_argument("--state-dir", help="default journal location (default ./disksync-state)")
-    p.add_argument("--journal", help="nats://HOST:PORT[?stream=NAME] or sqlite:PATH")
-    p.add_argument(
-        "--start", help="where an empty journal begins: earliest, latest (default) or a seq"
+    add_source_flags(
+        p,
+        data_dir_help="the node's data dir, holding replica_cmds/ (required)",
+        state_dir_help="default journal location (default ./disksync-state)",
+        journal_help="nats://HOST:PORT[?stream=NAME] or sqlite:PATH",
     )
     p.add_argument(
         "--gap-grace-s",
@@ -72,26 +77,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--name", help="this ingest's name in status reports (default: host name)")
     p.add_argument("--metrics-listen", help="HOST:PORT to serve /metrics on (default: none)")
-    p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
-    p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
-    p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
-    p.add_argument(
-        "--no-inotify",
-        action="store_true",
-        help="follow the log by polling only (inotify is used when available)",
-    )
     p.set_defaults(run=run)
 
 
-_SETTING_FLAGS = (
-    "data_dir",
-    "state_dir",
-    "journal",
-    "start",
-    "poll_interval_s",
-    "max_line_bytes",
-    "stall_after_s",
-)
+_SETTING_FLAGS = SOURCE_SETTING_FLAGS
 
 
 def run(args: argparse.Namespace) -> int:
