@@ -91,7 +91,7 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
 SOURCE_ARGV = [
     "--config", "x.toml", "--data-dir", "/d", "--state-dir", "/s", "--journal", "sqlite:/j",
     "--start", "earliest", "--poll-interval-s", "0.5", "--max-line-bytes", "1000",
-    "--stall-after-s", "7", "--no-inotify",
+    "--stall-after-s", "7", "--heal-from", "/archive", "--heal-grace-s", "2", "--no-inotify",
 ]  # fmt: skip
 
 
@@ -114,7 +114,6 @@ def test_serve_and_ingest_take_the_same_source_flags() -> None:
     assert flags["ingest"] - source == {"--gap-grace-s", "--name", "--metrics-listen"}
     assert flags["serve"] - source == {
         "--keys", "--listen", "--tls-cert", "--tls-key", "--allow-plaintext", "--region",
-        "--heal-from", "--heal-grace-s",
     }  # fmt: skip
     parsed = {name: vars(p.parse_args(SOURCE_ARGV)) for name, p in parsers.items()}
     for dest in (*SOURCE_SETTING_FLAGS, "config", "no_inotify"):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # every command imports this module: what only serve and inge
     from disksync.config import ServeSettings
     from disksync.entry import SourceStatus
     from disksync.ingest import Ingest, IngestStats
+    from disksync.ingest.heal import HealSource
     from disksync.source import TailerConfig
 
 S = TypeVar("S")
@@ -134,6 +135,8 @@ SOURCE_SETTING_FLAGS = (
     "poll_interval_s",
     "max_line_bytes",
     "stall_after_s",
+    "heal_from",
+    "heal_grace_s",
 )
 
 PROGRESS_EVERY_S = 5.0
@@ -155,6 +158,11 @@ def add_source_flags(
     p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
     p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
     p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
+    p.add_argument(
+        "--heal-from",
+        help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
+    )
+    p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
     p.add_argument(
         "--no-inotify",
         action="store_true",
@@ -192,6 +200,21 @@ def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> Taile
         max_line_bytes=settings.max_line_bytes,
         use_inotify=use_inotify,
     )
+
+
+def heal_source(settings: ServeSettings) -> HealSource | None:
+    """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
+    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
+    if settings.heal_from is None:
+        return None
+    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
+        raise ConfigError(
+            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
+        )
+    from disksync.archive.sources import FeedAccess, open_source
+
+    access = FeedAccess(settings.heal_api_key, settings.heal_ca)
+    return open_source(settings.heal_from, os.environ, access)
 
 
 async def ingest_progress(ingest: Ingest, logger: logging.Logger = log) -> None:

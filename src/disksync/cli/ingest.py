@@ -10,6 +10,10 @@ Rules kept here:
   takes each height once (fenced; equal bytes are duplicates, different bytes an alarm), so a
   node that panics (losing 15-25 min of output), rewinds after a low-memory restart or lags is
   covered by the others. Each ingest resumes at the stream's head + 1 when it starts.
+* ``--heal-from ROOT|URL`` / ``--heal-grace-s`` as for ``serve`` (shared flags:
+  ``cli/common.add_source_flags``): heights this node skipped are first fetched from an archive
+  or a peer feed and journaled in order; only what that copy lacks is then waited for from
+  another ingest (the gap grace) and, still missing, published as a gap.
 * The NATS connection is made before the node's log is read: a server that cannot be reached
   is one line and exit 1 (a supervisor restarts it), never a process that reads and drops.
 * With a shared journal the ingest publishes its node's status every second (``--name``,
@@ -34,6 +38,7 @@ from disksync.cli.common import (
     add_source_flags,
     check_serve_data_dir,
     event_loop_runner,
+    heal_source,
     ingest_progress,
     settings_from,
     tailer_config,
@@ -189,6 +194,8 @@ async def run_ingest(
             tailer_config=tailer_config(settings, use_inotify=use_inotify),
             registry=registry,
             stall_after_s=settings.stall_after_s,
+            heal_from=heal_source(settings),
+            heal_grace_s=settings.heal_grace_s,
         )
         if isinstance(journal, JetStreamJournal):
             nc, _, _ = await journal.connection()  # JournalError (exit 1) if NATS is down

@@ -34,22 +34,20 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from disksync.archive.sources import FeedAccess, open_source
 from disksync.cli.allocator import AllocatorTuning, hand_back_memory, keep_frame_memory
 from disksync.cli.common import (
     SOURCE_SETTING_FLAGS,
     add_source_flags,
     check_serve_data_dir,
     event_loop_runner,
+    heal_source,
     ingest_progress,
     settings_from,
     tailer_config,
 )
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
-from disksync.errors import ConfigError
 from disksync.ingest import Ingest, first_failure
-from disksync.ingest.heal import HealSource
 from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.nats.status import StatusPublisher, StatusWatcher
@@ -84,11 +82,6 @@ def register(subparsers: Any) -> None:
         help="allow ws:// on a non-loopback listen address",
     )
     p.add_argument("--region", help="region name reported by /v1/status")
-    p.add_argument(
-        "--heal-from",
-        help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
-    )
-    p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
     p.set_defaults(run=run)
 
 
@@ -100,8 +93,6 @@ _SETTING_FLAGS = (
     "tls_key",
     "allow_plaintext",
     "region",
-    "heal_from",
-    "heal_grace_s",
 )
 
 
@@ -283,19 +274,6 @@ async def _closing_feed_on_failure(
         feed.stop(CloseCode.INTERNAL)
         await asyncio.wait([feed_task])
         raise
-
-
-def heal_source(settings: ServeSettings) -> HealSource | None:
-    """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
-    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
-    if settings.heal_from is None:
-        return None
-    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
-        raise ConfigError(
-            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
-        )
-    access = FeedAccess(settings.heal_api_key, settings.heal_ca)
-    return open_source(settings.heal_from, os.environ, access)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
