@@ -105,6 +105,7 @@ class JournalContract:
         entries = [make_entry(100), make_entry(101, 0), make_entry(102, 5000)]
         result = await journal.append(entries)
         assert (result.appended, result.duplicates, result.last_seq) == (3, 0, 102)
+        assert result.appended_bytes == 64 + 0 + 5000
         assert await journal.read(100, 10) == entries
         bounds = await journal.bounds()
         assert (bounds.first_seq, bounds.last_seq, bounds.count) == (100, 102, 3)
@@ -124,9 +125,11 @@ class JournalContract:
         await journal.append(make_entries(1, 10))
         retry = await journal.append(make_entries(1, 10))
         assert (retry.appended, retry.duplicates, retry.last_seq) == (0, 10, 10)
+        assert retry.appended_bytes == 0
         # A retry that overlaps the head and goes past it: the known part is skipped.
         overlap = await journal.append(make_entries(8, 15))
         assert (overlap.appended, overlap.duplicates, overlap.last_seq) == (5, 3, 15)
+        assert overlap.appended_bytes == sum(len(e.payload) for e in make_entries(11, 15))
         assert [e.seq for e in await journal.read(1, 100)] == list(range(1, 16))
         assert (await journal.bounds()).count == 15
 

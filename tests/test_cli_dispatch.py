@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import subprocess
 import sys
 
@@ -9,7 +11,8 @@ import pytest
 
 from conftest import scaled
 from disksync import __version__
-from disksync.cli import COMMANDS, command_named
+from disksync.cli import COMMANDS, build_parser, command_named
+from disksync.cli.common import SOURCE_SETTING_FLAGS
 
 
 @pytest.mark.parametrize(
@@ -69,3 +72,53 @@ def test_help_and_an_unknown_command_still_list_every_command() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'bogus'" in result.stderr and "'analyze'" in result.stderr
+
+
+def test_ingest_imports_no_other_command_module() -> None:
+    _, loaded = _modules_loaded(["ingest", "--help"])
+    assert "disksync.cli.ingest" in loaded
+    assert not loaded & {f"disksync.cli.{name}" for name in COMMANDS if name != "ingest"}, loaded
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    parser = build_parser(only=(name,))
+    (choices,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub: argparse.ArgumentParser = choices.choices[name]
+    return sub
+
+
+# Every source flag with a value, as an operator would write it.
+SOURCE_ARGV = [
+    "--config", "x.toml", "--data-dir", "/d", "--state-dir", "/s", "--journal", "sqlite:/j",
+    "--start", "earliest", "--poll-interval-s", "0.5", "--max-line-bytes", "1000",
+    "--stall-after-s", "7", "--heal-from", "/archive", "--heal-grace-s", "2", "--no-inotify",
+]  # fmt: skip
+
+
+def test_serve_and_ingest_take_the_same_source_flags() -> None:
+    """One declaration (``add_source_flags``) for both: a source flag added to ``serve`` is
+    ``ingest``'s too, parsed the same way and passed on as the same setting."""
+    from disksync.cli import ingest, serve
+    from disksync.config import ServeSettings
+
+    parsers = {name: _subcommand(name) for name in ("serve", "ingest")}
+    flags = {
+        name: {s for a in p._actions for s in a.option_strings if s not in ("-h", "--help")}
+        for name, p in parsers.items()
+    }
+    source = {"--config", "--no-inotify"} | {
+        "--" + name.replace("_", "-") for name in SOURCE_SETTING_FLAGS
+    }
+    assert source <= flags["serve"] and source <= flags["ingest"]
+    # What ingest has beyond the source flags is its own; everything else is serve's feed.
+    assert flags["ingest"] - source == {"--gap-grace-s", "--name", "--metrics-listen"}
+    assert flags["serve"] - source == {
+        "--keys", "--listen", "--tls-cert", "--tls-key", "--allow-plaintext", "--region",
+    }  # fmt: skip
+    parsed = {name: vars(p.parse_args(SOURCE_ARGV)) for name, p in parsers.items()}
+    for dest in (*SOURCE_SETTING_FLAGS, "config", "no_inotify"):
+        assert parsed["serve"][dest] == parsed["ingest"][dest], dest
+    fields = {field.name for field in dataclasses.fields(ServeSettings)}
+    assert set(SOURCE_SETTING_FLAGS) <= fields
+    for module in (serve, ingest):
+        assert set(SOURCE_SETTING_FLAGS) <= set(module._SETTING_FLAGS), module.__name__

@@ -1,10 +1,12 @@
-"""Healing the source (``serve --heal-from``): heights the node skipped are fetched from another
-copy and journaled in order, before the later heights; what the copy lacks stays a gap,
-counted. Real SQLite journals, real archives, a real peer ``serve``."""
+"""Healing the source (``serve --heal-from``, ``ingest --heal-from``): heights the node skipped
+are fetched from another copy and journaled in order, before the later heights; what the copy
+lacks stays a gap, counted. Real SQLite journals, real archives, a real peer ``serve``, a real
+nats-server under ``disksync ingest``."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,15 +14,18 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from archive_helpers import START, cli, generator, lines_for
-from conftest import scaled
+from conftest import disksync_cmd, scaled
 from disksync.archive.naming import date_name, run_name
 from disksync.archive.sources import ArchiveSource
 from disksync.archive.upload import write_archive
 from disksync.entry import Entry
 from disksync.ingest import Ingest
-from disksync.journal import open_journal
+from disksync.journal import JetStreamJournal, open_journal
 from disksync.store import open_store
+from nats_server import NatsServer, fresh_name, nats_server
 from test_client_support import ServeProcess, create_key
+
+__all__ = ["nats_server"]
 
 GEN = generator(mean_bytes=1500)
 
@@ -157,3 +162,53 @@ def test_serve_heals_from_a_peer_feed_and_serves_the_bytes_the_node_would_have(
     finally:
         ours.kill()
         peer.kill()
+
+
+def test_ingest_heals_from_an_archive_into_a_jetstream_journal(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """``disksync ingest --heal-from ROOT --heal-grace-s S`` beside a node that skipped
+    S+41..S+60 (a panic), writing a shared stream nobody else fills: the archive's copies are
+    journaled in order before S+61, so the stream has no gap marker (without the heal those
+    20 heights would become markers after the 0.2 s gap grace)."""
+    root = archive(tmp_path, START + 1, START + 100)
+    data = tmp_path / "node"
+    write_node_file(data, START, START + 1, START + 40)
+    write_node_file(data, START + 60, START + 61, START + 100)
+    journal = f"{nats_server.url}?stream={fresh_name('H')}"
+    ingest = subprocess.Popen(
+        disksync_cmd(
+            "ingest", "--data-dir", str(data), "--journal", journal, "--start", "earliest",
+            "--gap-grace-s", "0.2", "--heal-from", root, "--heal-grace-s", str(scaled(5)),
+            "--state-dir", str(tmp_path / "state"), "--poll-interval-s", "0.05",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    async def stream_when_full() -> tuple[list[tuple[int, bytes]], int]:
+        reader = open_journal(journal)
+        assert isinstance(reader, JetStreamJournal)
+        try:
+            deadline = time.monotonic() + scaled(30)
+            while True:
+                state = await reader.state()
+                if state is not None and state.last_seq >= START + 100:
+                    rows = await reader.read(START + 1, 1000)
+                    return [(e.seq, e.payload) for e in rows], state.gaps
+                assert ingest.poll() is None, "ingest exited"
+                assert time.monotonic() < deadline, "the stream never reached the last height"
+                await asyncio.sleep(0.1)
+        finally:
+            await reader.close()
+
+    try:
+        got, gaps = asyncio.run(stream_when_full())
+    finally:
+        ingest.terminate()
+        _, stderr = ingest.communicate(timeout=scaled(10))
+    log = stderr.decode()
+    assert got == [(s, GEN.block_bytes(s)) for s in range(START + 1, START + 101)], log[-2000:]
+    assert gaps == 0
+    assert "healed 20 of 20 missing seq(s)" in log
+    assert ingest.returncode == 0, log[-2000:]

@@ -1,8 +1,12 @@
-"""Helpers shared by the command modules: config loading from file + env + flags.
+"""Helpers shared by the command modules: config loading from file + env + flags, and what
+``serve`` and ``ingest`` share (the source flags, the data dir check, the progress line).
 
 Rules kept here: only ``cli/`` reads files and the environment; a settings file is either flat
 (all settings at the top level) or made of known tables with nothing outside them, so nothing
-in it is ever ignored.
+in it is ever ignored. A command module never imports another command module: what two
+commands share lives here. ``serve`` and ``ingest`` declare their source flags with
+``add_source_flags`` (the settings they set: ``SOURCE_SETTING_FLAGS``), so the two cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -10,14 +14,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import logging
 import os
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from disksync.config import load_settings
-from disksync.errors import ConfigError
+from disksync.errors import ConfigError, SourceError
+
+if TYPE_CHECKING:  # every command imports this module: what only serve and ingest use is lazy
+    from disksync.config import ServeSettings
+    from disksync.entry import SourceStatus
+    from disksync.ingest import Ingest, IngestStats
+    from disksync.ingest.heal import HealSource
+    from disksync.source import TailerConfig
 
 S = TypeVar("S")
 
@@ -108,3 +121,134 @@ def event_loop_runner() -> asyncio.Runner:
         return asyncio.Runner()
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return asyncio.Runner(loop_factory=factory)
+
+
+# -- what `serve` and `ingest` share ----------------------------------------------------------
+
+# The settings the source flags set (``ServeSettings`` field names); ``--no-inotify`` and
+# ``--config`` are declared with them but are not settings.
+SOURCE_SETTING_FLAGS = (
+    "data_dir",
+    "state_dir",
+    "journal",
+    "start",
+    "poll_interval_s",
+    "max_line_bytes",
+    "stall_after_s",
+    "heal_from",
+    "heal_grace_s",
+)
+
+PROGRESS_EVERY_S = 5.0
+log = logging.getLogger("disksync.serve")
+
+
+def add_source_flags(
+    p: argparse.ArgumentParser, *, data_dir_help: str, state_dir_help: str, journal_help: str
+) -> None:
+    """The flags of the node's log and the journal, the same for every command that reads a
+    node (``serve``, ``ingest``): ``SOURCE_SETTING_FLAGS``, ``--config``, ``--no-inotify``."""
+    p.add_argument("--config", type=Path, help="TOML settings file ([serve] table)")
+    p.add_argument("--data-dir", help=data_dir_help)
+    p.add_argument("--state-dir", help=state_dir_help)
+    p.add_argument("--journal", help=journal_help)
+    p.add_argument(
+        "--start", help="where an empty journal begins: earliest, latest (default) or a seq"
+    )
+    p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
+    p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
+    p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
+    p.add_argument(
+        "--heal-from",
+        help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
+    )
+    p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
+    p.add_argument(
+        "--no-inotify",
+        action="store_true",
+        help="follow the log by polling only (inotify is used when available)",
+    )
+
+
+def check_serve_data_dir(data_dir: Path) -> None:
+    """A data dir that is not there is a configuration error (exit 2), found before anything
+    is created; pointing at ``replica_cmds/`` itself is almost always a slip, so say so."""
+    from disksync.source import check_data_dir
+    from disksync.source.layout import REPLICA_DIR
+
+    inside = data_dir.name == REPLICA_DIR
+    hint = f" (it is the {REPLICA_DIR}/ folder itself: did you mean the parent directory?)"
+    try:
+        check_data_dir(data_dir)
+    except SourceError as exc:
+        raise ConfigError(f"--data-dir: {exc}{hint if inside else ''}") from None
+    if inside and not (data_dir / REPLICA_DIR).exists():
+        log.warning(
+            "--data-dir %s is named %s; the node's data dir holds %s/: "
+            "did you mean the parent directory?",
+            data_dir,
+            REPLICA_DIR,
+            REPLICA_DIR,
+        )
+
+
+def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> TailerConfig:
+    from disksync.source import TailerConfig
+
+    return TailerConfig(
+        poll_interval_s=settings.poll_interval_s,
+        max_line_bytes=settings.max_line_bytes,
+        use_inotify=use_inotify,
+    )
+
+
+def heal_source(settings: ServeSettings) -> HealSource | None:
+    """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
+    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
+    if settings.heal_from is None:
+        return None
+    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
+        raise ConfigError(
+            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
+        )
+    from disksync.archive.sources import FeedAccess, open_source
+
+    access = FeedAccess(settings.heal_api_key, settings.heal_ca)
+    return open_source(settings.heal_from, os.environ, access)
+
+
+async def ingest_progress(ingest: Ingest, logger: logging.Logger = log) -> None:
+    """One log line every ~5 s: rates since the last line, head, lag, file."""
+    before = ingest.stats()
+    then = time.monotonic()
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        now = time.monotonic()
+        stats = ingest.stats()
+        log_progress(before, stats, now - then, ingest.status(), logger)
+        before, then = stats, now
+
+
+def log_progress(
+    before: IngestStats,
+    stats: IngestStats,
+    elapsed_s: float,
+    status: SourceStatus,
+    logger: logging.Logger = log,
+) -> None:
+    elapsed_s = max(elapsed_s, 1e-9)
+    lines_s = (stats.lines - before.lines) / elapsed_s
+    mb_s = (stats.bytes - before.bytes) / elapsed_s / 1e6
+    lag = f"{stats.lag_ms / 1000:.2f}s" if stats.lag_ms is not None else "-"
+    age = f"{status.age_ms / 1000:.1f}s" if status.age_ms is not None else "-"
+    logger.info(
+        "ingest %.1f lines/s %.2f MB/s head_seq=%s lag=%s source=%s age=%s file=%s",
+        lines_s,
+        mb_s,
+        stats.head_seq,
+        lag,
+        status.state,
+        age,
+        stats.file,
+        extra={"duplicates": stats.duplicates, "conflicts": stats.conflicts},
+    )

@@ -10,6 +10,10 @@ Rules kept here:
   takes each height once (fenced; equal bytes are duplicates, different bytes an alarm), so a
   node that panics (losing 15-25 min of output), rewinds after a low-memory restart or lags is
   covered by the others. Each ingest resumes at the stream's head + 1 when it starts.
+* ``--heal-from ROOT|URL`` / ``--heal-grace-s`` as for ``serve`` (shared flags:
+  ``cli/common.add_source_flags``): heights this node skipped are first fetched from an archive
+  or a peer feed and journaled in order; only what that copy lacks is then waited for from
+  another ingest (the gap grace) and, still missing, published as a gap.
 * The NATS connection is made before the node's log is read: a server that cannot be reached
   is one line and exit 1 (a supervisor restarts it), never a process that reads and drops.
 * With a shared journal the ingest publishes its node's status every second (``--name``,
@@ -25,13 +29,20 @@ import logging
 import signal
 import socket
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from disksync.cli.common import event_loop_runner, settings_from
-from disksync.cli.serve import check_serve_data_dir, ingest_progress, tailer_config
+from disksync.cli.common import (
+    SOURCE_SETTING_FLAGS,
+    add_source_flags,
+    check_serve_data_dir,
+    event_loop_runner,
+    heal_source,
+    ingest_progress,
+    settings_from,
+    tailer_config,
+)
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.errors import ConfigError
 from disksync.ingest import Ingest, first_failure
@@ -53,12 +64,11 @@ def register(subparsers: Any) -> None:
             "shared (nats://). Several ingests may write one stream, each beside its own node."
         ),
     )
-    p.add_argument("--config", type=Path, help="TOML settings file ([serve] table)")
-    p.add_argument("--data-dir", help="the node's data dir, holding replica_cmds/ (required)")
-    p.add_argument("--state-dir", help="default journal location (default ./disksync-state)")
-    p.add_argument("--journal", help="nats://HOST:PORT[?stream=NAME] or sqlite:PATH")
-    p.add_argument(
-        "--start", help="where an empty journal begins: earliest, latest (default) or a seq"
+    add_source_flags(
+        p,
+        data_dir_help="the node's data dir, holding replica_cmds/ (required)",
+        state_dir_help="default journal location (default ./disksync-state)",
+        journal_help="nats://HOST:PORT[?stream=NAME] or sqlite:PATH",
     )
     p.add_argument(
         "--gap-grace-s",
@@ -72,26 +82,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--name", help="this ingest's name in status reports (default: host name)")
     p.add_argument("--metrics-listen", help="HOST:PORT to serve /metrics on (default: none)")
-    p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
-    p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
-    p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
-    p.add_argument(
-        "--no-inotify",
-        action="store_true",
-        help="follow the log by polling only (inotify is used when available)",
-    )
     p.set_defaults(run=run)
 
 
-_SETTING_FLAGS = (
-    "data_dir",
-    "state_dir",
-    "journal",
-    "start",
-    "poll_interval_s",
-    "max_line_bytes",
-    "stall_after_s",
-)
+_SETTING_FLAGS = SOURCE_SETTING_FLAGS
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,6 +194,8 @@ async def run_ingest(
             tailer_config=tailer_config(settings, use_inotify=use_inotify),
             registry=registry,
             stall_after_s=settings.stall_after_s,
+            heal_from=heal_source(settings),
+            heal_grace_s=settings.heal_grace_s,
         )
         if isinstance(journal, JetStreamJournal):
             nc, _, _ = await journal.connection()  # JournalError (exit 1) if NATS is down

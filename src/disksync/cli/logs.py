@@ -2,6 +2,10 @@
 
 Log records carry context in ``extra=`` fields (``key_id``, ``seq``, ``path`` ...). API keys and
 query strings never reach a record: code logs a key by its id.
+
+asyncio's "returning true from eof_received() has no effect when using ssl" is dropped: nats-py's
+stream protocol makes asyncio say it each time a TLS peer (a NATS server) closes a connection, a
+bare line on stderr that tells an operator nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +55,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+_ASYNCIO_NOISE = "returning true from eof_received() has no effect when using ssl"
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return record.msg != _ASYNCIO_NOISE
+
+
 def setup_logging(*, debug: bool = False, fmt: str | None = None) -> None:
+    asyncio_log = logging.getLogger("asyncio")
+    if _not_noise not in asyncio_log.filters:
+        asyncio_log.addFilter(_not_noise)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("disksync")

@@ -29,33 +29,33 @@ import os
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from disksync.archive.sources import FeedAccess, open_source
 from disksync.cli.allocator import AllocatorTuning, hand_back_memory, keep_frame_memory
-from disksync.cli.common import event_loop_runner, settings_from
+from disksync.cli.common import (
+    SOURCE_SETTING_FLAGS,
+    add_source_flags,
+    check_serve_data_dir,
+    event_loop_runner,
+    heal_source,
+    ingest_progress,
+    settings_from,
+    tailer_config,
+)
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
-from disksync.errors import ConfigError, SourceError
-from disksync.ingest import Ingest, IngestStats, first_failure
-from disksync.ingest.heal import HealSource
+from disksync.ingest import Ingest, first_failure
 from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.nats.status import StatusPublisher, StatusWatcher
 from disksync.protocol import CloseCode
 from disksync.ratelimit import RateLimiter, parse_tier_limits
 from disksync.server import FeedServer, ServerConfig, check_plaintext, ssl_context_from
-from disksync.source import TailerConfig, check_data_dir
-from disksync.source.layout import REPLICA_DIR
 
 log = logging.getLogger("disksync.serve")
-
-PROGRESS_EVERY_S = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -64,10 +64,12 @@ def register(subparsers: Any) -> None:
         help="tail the node's replica log into the journal and serve it",
         description="Source + journal + feed server. Without --data-dir: edge mode.",
     )
-    p.add_argument("--config", type=Path, help="TOML settings file ([serve] table)")
-    p.add_argument("--data-dir", help="the node's data dir, holding replica_cmds/")
-    p.add_argument("--state-dir", help="journal and keys live here (default ./disksync-state)")
-    p.add_argument("--journal", help="sqlite:PATH (default STATE_DIR/journal.sqlite) or nats://")
+    add_source_flags(
+        p,
+        data_dir_help="the node's data dir, holding replica_cmds/",
+        state_dir_help="journal and keys live here (default ./disksync-state)",
+        journal_help="sqlite:PATH (default STATE_DIR/journal.sqlite) or nats://",
+    )
     p.add_argument("--keys", help="key store URL (default sqlite:STATE_DIR/keys.sqlite)")
     p.add_argument("--listen", help="HOST:PORT of the feed (default 127.0.0.1:8765)")
     p.add_argument("--tls-cert", help="TLS certificate chain (PEM)")
@@ -79,43 +81,18 @@ def register(subparsers: Any) -> None:
         default=None,
         help="allow ws:// on a non-loopback listen address",
     )
-    p.add_argument(
-        "--start",
-        help="where an empty journal begins: earliest, latest (default) or a seq",
-    )
     p.add_argument("--region", help="region name reported by /v1/status")
-    p.add_argument("--poll-interval-s", type=float, help="source poll interval (default 0.25)")
-    p.add_argument("--max-line-bytes", type=int, help="longest line accepted (default 256 MiB)")
-    p.add_argument("--stall-after-s", type=float, help="source is 'stalled' after this quiet")
-    p.add_argument(
-        "--heal-from",
-        help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
-    )
-    p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
-    p.add_argument(
-        "--no-inotify",
-        action="store_true",
-        help="follow the log by polling only (inotify is used when available)",
-    )
     p.set_defaults(run=run)
 
 
 _SETTING_FLAGS = (
-    "data_dir",
-    "state_dir",
-    "journal",
+    *SOURCE_SETTING_FLAGS,
     "keys",
     "listen",
     "tls_cert",
     "tls_key",
     "allow_plaintext",
-    "start",
     "region",
-    "poll_interval_s",
-    "max_line_bytes",
-    "stall_after_s",
-    "heal_from",
-    "heal_grace_s",
 )
 
 
@@ -147,25 +124,6 @@ async def _main(settings: ServeSettings, *, use_inotify: bool) -> None:
             loop.remove_signal_handler(sig)
 
 
-def check_serve_data_dir(data_dir: Path) -> None:
-    """A data dir that is not there is a configuration error (exit 2), found before anything
-    is created; pointing at ``replica_cmds/`` itself is almost always a slip, so say so."""
-    inside = data_dir.name == REPLICA_DIR
-    hint = f" (it is the {REPLICA_DIR}/ folder itself: did you mean the parent directory?)"
-    try:
-        check_data_dir(data_dir)
-    except SourceError as exc:
-        raise ConfigError(f"--data-dir: {exc}{hint if inside else ''}") from None
-    if inside and not (data_dir / REPLICA_DIR).exists():
-        log.warning(
-            "--data-dir %s is named %s; the node's data dir holds %s/: "
-            "did you mean the parent directory?",
-            data_dir,
-            REPLICA_DIR,
-            REPLICA_DIR,
-        )
-
-
 class _Shutdown(Exception):
     """Raised inside the task group to cancel every task on a stop request."""
 
@@ -187,14 +145,6 @@ def server_config_from(settings: ServeSettings, ssl_context: ssl.SSLContext | No
         metrics_enabled=settings.metrics,
         auth_failure_burst=settings.auth_failure_burst,
         auth_failure_per_s=settings.auth_failure_per_s,
-    )
-
-
-def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> TailerConfig:
-    return TailerConfig(
-        poll_interval_s=settings.poll_interval_s,
-        max_line_bytes=settings.max_line_bytes,
-        use_inotify=use_inotify,
     )
 
 
@@ -326,19 +276,6 @@ async def _closing_feed_on_failure(
         raise
 
 
-def heal_source(settings: ServeSettings) -> HealSource | None:
-    """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
-    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
-    if settings.heal_from is None:
-        return None
-    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
-        raise ConfigError(
-            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
-        )
-    access = FeedAccess(settings.heal_api_key, settings.heal_ca)
-    return open_source(settings.heal_from, os.environ, access)
-
-
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
@@ -347,40 +284,3 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
 def edge_status() -> SourceStatus:
     """Source status of a process without a local source."""
     return SourceStatus("absent", None, None)
-
-
-async def ingest_progress(ingest: Ingest, logger: logging.Logger = log) -> None:
-    """One log line every ~5 s: rates since the last line, head, lag, file."""
-    before = ingest.stats()
-    then = time.monotonic()
-    while True:
-        await asyncio.sleep(PROGRESS_EVERY_S)
-        now = time.monotonic()
-        stats = ingest.stats()
-        _log_progress(before, stats, now - then, ingest.status(), logger)
-        before, then = stats, now
-
-
-def _log_progress(
-    before: IngestStats,
-    stats: IngestStats,
-    elapsed_s: float,
-    status: SourceStatus,
-    logger: logging.Logger = log,
-) -> None:
-    elapsed_s = max(elapsed_s, 1e-9)
-    lines_s = (stats.lines - before.lines) / elapsed_s
-    mb_s = (stats.bytes - before.bytes) / elapsed_s / 1e6
-    lag = f"{stats.lag_ms / 1000:.2f}s" if stats.lag_ms is not None else "-"
-    age = f"{status.age_ms / 1000:.1f}s" if status.age_ms is not None else "-"
-    logger.info(
-        "ingest %.1f lines/s %.2f MB/s head_seq=%s lag=%s source=%s age=%s file=%s",
-        lines_s,
-        mb_s,
-        stats.head_seq,
-        lag,
-        status.state,
-        age,
-        stats.file,
-        extra={"duplicates": stats.duplicates, "conflicts": stats.conflicts},
-    )

@@ -65,8 +65,12 @@ class IngestMetrics:
         def counter(name: str, doc: str) -> Counter:
             return Counter(f"disksync_ingest_{name}", doc, registry=registry)
 
-        self.appended = counter("appended", "Lines appended to the journal")
-        self.appended_bytes = counter("appended_bytes", "Payload bytes appended to the journal")
+        # What this ingest stored: a line another writer of a shared journal stored first is a
+        # duplicate here, not an append (the writers' appends sum to the journal's heights).
+        self.appended = counter("appended", "Lines this ingest appended to the journal")
+        self.appended_bytes = counter(
+            "appended_bytes", "Payload bytes of the lines this ingest appended to the journal"
+        )
         self.duplicates = counter(
             "duplicates", "Repeated lines (seq already journaled, equal bytes) skipped"
         )
@@ -103,7 +107,7 @@ class IngestMetrics:
 class IngestStats:
     """Cumulative figures for progress lines (rates are differences of two snapshots)."""
 
-    lines: int
+    lines: int  # appended by this ingest (not the duplicates another writer stored first)
     bytes: int
     duplicates: int
     conflicts: int
@@ -313,22 +317,25 @@ class Ingest:
                 if self._last_seq is not None and entry.seq <= self._last_seq:
                     await self._check_repeats([entry])
                 else:
-                    await self._journal.append([entry])
+                    self._count(await self._journal.append([entry]))
                     self._last_seq = entry.seq
             return
-        if result.duplicates:
-            self._duplicates += result.duplicates
-            self._metrics.duplicates.inc(result.duplicates)
-        size = sum(len(e.payload) for e in entries)
-        self._lines += len(entries)
-        self._bytes += size
-        self._metrics.appended.inc(len(entries))
-        self._metrics.appended_bytes.inc(size)
+        self._count(result)
         newest = entries[-1]
         self._metrics.head_seq.set(newest.seq)
         self._lag_ms = max(0, newest.ingest_ts_us // 1000 - newest.ts_ms)
         if self._on_appended is not None:
             self._on_appended(entries)
+
+    def _count(self, result: AppendResult) -> None:
+        """Count what this ingest stored; what another writer stored first is a duplicate."""
+        if result.duplicates:
+            self._duplicates += result.duplicates
+            self._metrics.duplicates.inc(result.duplicates)
+        self._lines += result.appended
+        self._bytes += result.appended_bytes
+        self._metrics.appended.inc(result.appended)
+        self._metrics.appended_bytes.inc(result.appended_bytes)
 
     async def _check_repeats(self, entries: list[Entry]) -> None:
         """Compare repeated lines (ascending seqs) with what is journaled, in few reads."""

@@ -39,6 +39,7 @@ class AppendResult:
     appended: int  # new entries written
     duplicates: int  # entries skipped because the same seq with equal bytes was already there
     last_seq: int | None  # the journal's last seq after this call
+    appended_bytes: int  # payload bytes of the entries written (not of the duplicates)
 
 
 @runtime_checkable

@@ -42,7 +42,7 @@ from disksync.journal.jetstream_append import Appender
 from disksync.journal.jetstream_read import DirectReader, assemble, payload_size, sequence_of
 from disksync.journal.jetstream_retention import Trimmer
 from disksync.journal.metrics import JournalMetrics
-from disksync.nats.url import NatsTarget, connect
+from disksync.nats.url import NatsRefused, NatsTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,12 @@ class JetStreamJournal:
                     nc = await asyncio.wait_for(
                         connect(self.target), self.options.connect_timeout_s
                     )
+                except NatsRefused as exc:
+                    raise JournalError(str(exc)) from None
                 except (TimeoutError, OSError, nats.errors.Error) as exc:
                     raise JournalError(
                         f"cannot reach NATS at {self.target.describe()} within "
-                        f"{self.options.connect_timeout_s:g}s: {exc or type(exc).__name__}"
+                        f"{self.options.connect_timeout_s:g}s: {str(exc) or type(exc).__name__}"
                     ) from None
                 js = nc.jetstream(domain=self.options.domain, timeout=10.0)
                 reader = DirectReader(nc, self.api_prefix)

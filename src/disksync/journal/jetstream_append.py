@@ -124,7 +124,7 @@ class Appender:
     async def append(self, entries: Sequence[Entry]) -> AppendResult:
         if not entries:
             bounds = await self._journal.bounds()
-            return AppendResult(0, 0, bounds.last_seq)
+            return AppendResult(0, 0, bounds.last_seq, 0)
         remaining = list(entries)
         appended = duplicates = appended_bytes = 0
         waited_for_gap: int | None = None
@@ -195,7 +195,8 @@ class Appender:
                     )
             state = newer
         self._known = state
-        result = AppendResult(appended, duplicates, state.last_seq if not state.empty else None)
+        last_seq = state.last_seq if not state.empty else None
+        result = AppendResult(appended, duplicates, last_seq, appended_bytes)
         metrics = self._journal.metrics
         metrics.appended.inc(appended)
         metrics.duplicates.inc(duplicates)

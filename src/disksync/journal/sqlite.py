@@ -170,7 +170,7 @@ class SqliteJournal:
     async def append(self, entries: Sequence[Entry]) -> AppendResult:
         self._start()
         if not entries:
-            return AppendResult(0, 0, self._snapshot.last_seq)
+            return AppendResult(0, 0, self._snapshot.last_seq, 0)
         for before, after in itertools.pairwise(entries):
             if after.seq <= before.seq:
                 raise ValueError(
@@ -185,9 +185,9 @@ class SqliteJournal:
             self._metrics.conflicts.inc()
             raise
         self._metrics.append_seconds.observe(time.perf_counter() - started)
+        added = sum(len(e.payload) for e in entries[duplicates:]) if appended else 0
         if appended:
             self._metrics.appended.inc(appended)
-            added = sum(len(e.payload) for e in entries[duplicates:])
             self._metrics.appended_bytes.inc(added)
             if self.options.background_checkpoint:
                 assert self._loop is not None
@@ -195,7 +195,7 @@ class SqliteJournal:
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
         self._retention.due_for_bytes(snap)
-        return AppendResult(appended, duplicates, snap.last_seq)
+        return AppendResult(appended, duplicates, snap.last_seq, added)
 
     async def read(self, start: int, limit: int, *, max_bytes: int | None = None) -> list[Entry]:
         """Up to ``limit`` entries from ``start``. ``max_bytes`` also stops before their

@@ -56,7 +56,7 @@ from disksync.keys.model import (
     new_key_id,
 )
 from disksync.keys.secret import fingerprint, load_or_create_secret
-from disksync.nats.url import NatsTarget, connect
+from disksync.nats.url import NatsRefused, NatsTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,8 @@ class JetStreamKeyStore(CachedKeyStore):
                 return
             try:
                 nc = await asyncio.wait_for(connect(self.target), self.options.connect_timeout_s)
+            except NatsRefused as exc:
+                raise KeyStoreError(str(exc)) from None
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 raise KeyStoreError(
                     f"cannot reach NATS at {self.target.describe()} within "

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ExternalStream, StorageType, StreamConfig, StreamInfo, StreamSource
 
 from disksync.errors import ConfigError, JournalError
-from disksync.nats.url import NatsTarget, connect
+from disksync.nats.url import NatsRefused, NatsTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def judge_existing(existing: StreamInfo, wanted: StreamConfig) -> None:
 async def _connect(side: Side, timeout_s: float) -> tuple[Client, JetStreamContext]:
     try:
         nc = await asyncio.wait_for(connect(side.target), timeout_s)
+    except NatsRefused as exc:
+        raise JournalError(str(exc)) from None
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise JournalError(
             f"cannot reach NATS at {side.target.describe()} within {timeout_s:g}s:"

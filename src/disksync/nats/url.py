@@ -10,10 +10,17 @@ Rules kept here:
   ``connect_timeout_s`` is a ``JournalError``-family error raised by the caller's wrapper, never
   a silent hang: the client then reconnects forever on its own (``max_reconnect_attempts=-1``)
   and logs every disconnect and reconnect.
+* A server that answers but refuses us — credentials refused (``Authorization Violation``), a
+  certificate we do not trust, a failed TLS handshake — is final at the first connect:
+  ``NatsRefused`` at once, with what to check, instead of retrying until the timeout (retrying
+  cannot fix a configuration). Once connected, the same errors on a reconnect are retried and
+  logged (a server being reconfigured may refuse for a moment).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -24,9 +31,10 @@ from urllib.parse import parse_qsl, unquote
 
 import nats
 import nats.aio.client
+import nats.errors
 from nats.aio.client import Client
 
-from disksync.errors import ConfigError
+from disksync.errors import ConfigError, DisksyncError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,36 @@ _ERROR_LOG_EVERY_S = 5.0
 # line then costs a dozen event-loop turns. 1 MiB reads follow a stream ~15 % faster
 # (bench/bench_nats.py, interleaved runs); the module reads the value at connect and per read.
 _READ_BUFFER_BYTES = 1 << 20
+
+
+_REFUSED_AUTH = ("authorization violation", "authentication expired", "authentication revoked")
+_TRANSIENT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+class NatsRefused(DisksyncError):
+    """The server answered the first connect and refused us: retrying cannot help. Callers
+    re-raise it in their own error family (``JournalError``, ``KeyStoreError``)."""
+
+
+def refusal(exc: BaseException, described: str) -> str | None:
+    """What to tell the operator when ``exc`` (seen while connecting) is final, else None."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or str(exc)
+        return (
+            f"NATS at {described}: its TLS certificate is not trusted ({why}); name the CA "
+            "that signed it with ?ca=FILE in the URL, and the host it was issued for"
+        )
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, _TRANSIENT_TLS):
+        return f"NATS at {described}: TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and any(t in str(exc).lower() for t in _REFUSED_AUTH)
+    ):
+        why = str(exc).removeprefix("nats: ").strip("'") or "Authorization Violation"
+        return (
+            f"NATS at {described} refused the credentials ({why}); check the user and "
+            "password (or token, ?creds=FILE) in the URL"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +153,15 @@ def ssl_context_for(target: NatsTarget) -> ssl.SSLContext | None:
 
 
 async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Client:
-    """Connect (first attempt bounded by ``connect_timeout_s``), then reconnect forever."""
+    """Connect (first attempt bounded by ``connect_timeout_s``), then reconnect forever.
+    ``NatsRefused`` when the server refuses the first connect (credentials, TLS)."""
     described = target.describe()
+    nc = Client()
+    connected = False
+    refused: str | None = None
 
     async def disconnected() -> None:
-        if client and (client[0].is_closed or client[0].is_draining):
+        if not connected or nc.is_closed or nc.is_draining:
             return  # our own close(), not an outage
         log.warning("NATS %s: disconnected; reconnecting", described)
 
@@ -131,11 +173,17 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
     nats.aio.client.DEFAULT_BUFFER_SIZE = max(
         nats.aio.client.DEFAULT_BUFFER_SIZE, _READ_BUFFER_BYTES
     )
-    client: list[Client] = []
 
     async def error(exc: Exception) -> None:
+        nonlocal next_error_log, held_back, refused
+        if refused is not None:
+            return  # closing after a refusal
+        if not connected:
+            refused = refusal(exc, described)
+            if refused is not None:
+                # Raised inside nats-py's connect loop, before it retries: it ends the loop.
+                raise NatsRefused(refused)
         # While a server is down the client retries 4 times a second: one line per 5 s.
-        nonlocal next_error_log, held_back
         now = time.monotonic()
         if now < next_error_log:
             held_back += 1
@@ -144,21 +192,36 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         log.warning("NATS %s: %s (retrying; %d similar held back)", described, exc, held_back)
         held_back = 0
 
-    nc = await nats.connect(
-        servers=list(target.servers),
-        name=target.client_name,
-        user=target.user,
-        password=target.password,
-        token=target.token,
-        user_credentials=str(target.creds) if target.creds else None,
-        tls=ssl_context_for(target),
-        connect_timeout=max(1, int(connect_timeout_s)),
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
-    )
-    client.append(nc)
+    try:
+        await nc.connect(
+            servers=list(target.servers),
+            name=target.client_name,
+            user=target.user,
+            password=target.password,
+            token=target.token,
+            user_credentials=str(target.creds) if target.creds else None,
+            tls=ssl_context_for(target),
+            connect_timeout=max(1, int(connect_timeout_s)),
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # a float works; typed int
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+    except BaseException:
+        await _abandon(nc)
+        raise
+    connected = True
     return nc
+
+
+_ABANDON_WAIT_S = 1.0
+
+
+async def _abandon(nc: Client) -> None:
+    """Close a client whose first connect failed or was cancelled (its socket, its tasks).
+    After a failed TLS upgrade nats-py's close closes the socket, then waits forever for it to
+    be closed: that wait is bounded."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), _ABANDON_WAIT_S)

@@ -1,0 +1,153 @@
+"""NATS over TLS with a user and password, as docs/DEPLOY.md tells an operator to run it across
+networks they do not own: a real nats-server with a certificate from its own CA (trustme,
+written to files) and ``authorization { user, password }``; ``disksync ingest`` and
+``disksync serve --journal`` with ``tls://USER:PASSWORD@HOST:PORT?ca=CA.pem``.
+
+A refused password or a certificate the client does not trust is final at the first connect:
+exit 1 with one line saying what to check, at once, not a retry loop until the connect
+timeout (the URLs below allow 120 s: the old code retried for all of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from conftest import disksync_cmd, free_port, scaled
+from disksync.client import Feed
+from nats_server import NatsServer, fresh_name
+from test_client_support import create_key
+from test_nats_e2e import RUN_1, Node, edge_proc, fast_client, ingest_proc, node_line, stopping
+from test_nats_e2e import wait_ready as wait_edge_ready
+
+pytestmark = pytest.mark.timeout(scaled(180))
+
+USER = "disksync"
+PASSWORD = "p@ss/w:rd"  # every character the URL must percent-encode
+PASSWORD_IN_URL = "p%40ss%2Fw%3Ard"
+
+
+@dataclass
+class TlsNats:
+    server: NatsServer
+    ca: Path  # the CA that signed the server's certificate
+    other_ca: Path  # a CA that did not
+
+    def url(self, *, password: str = PASSWORD_IN_URL, scheme: str = "tls", **params: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"{scheme}://{USER}:{password}@127.0.0.1:{self.server.port}?{query}"
+
+
+@pytest.fixture(scope="module")
+def tls_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsNats]:
+    root = tmp_path_factory.mktemp("nats-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(root / "other-ca.pem"))
+    cert.private_key_pem.write_to_path(str(root / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(root / "server.pem"))
+    server = NatsServer(root)
+    server.extra = (
+        f'tls {{\n  cert_file: "{root / "server.pem"}"\n  key_file: "{root / "server.key"}"\n}}\n'
+        f'authorization {{\n  user: {USER}\n  password: "{PASSWORD}"\n}}\n'
+    )
+    server.start()
+    try:
+        yield TlsNats(server, root / "ca.pem", root / "other-ca.pem")
+    finally:
+        server.stop()
+
+
+async def test_ingest_and_edge_over_tls_with_a_password_deliver_every_line(
+    tmp_path: Path, tls_nats: TlsNats
+) -> None:
+    journal = tls_nats.url(stream=fresh_name("TLS"), ca=str(tls_nats.ca))
+    node = Node(tmp_path / "node")
+    node.new_file(RUN_1, 0)
+    last = 40
+    for height in range(1, last // 2 + 1):
+        node.write(height)
+    state = tmp_path / "edge"
+    state.mkdir()
+    ingest = ingest_proc(tmp_path, "A", node.data_dir, journal)
+    edge = edge_proc(tmp_path, "e1", journal, state)
+    got: list[tuple[int, bytes]] = []
+    with stopping([ingest, edge], got):
+        ingest.start()
+        edge.start()
+        _, key = create_key(state)
+        wait_edge_ready(edge)
+
+        async def follow() -> None:
+            async with Feed(fast_client([edge.url], key)) as feed:
+                async for command in feed:
+                    got.append((command.seq, command.payload))
+                    if command.seq >= last:
+                        return
+
+        async with asyncio.timeout(scaled(60)):
+            client = asyncio.create_task(follow())
+            for height in range(last // 2 + 1, last + 1):  # live, through TLS both ways
+                await asyncio.to_thread(node.write, height)
+                await asyncio.sleep(0.01)
+            await client
+        assert [seq for seq, _ in got] == list(range(1, last + 1))
+        assert all(payload == node_line(seq) for seq, payload in got)
+        assert ingest.alive() and edge.alive()
+    for proc in (ingest, edge):
+        assert "Traceback" not in proc.log() and "eof_received" not in proc.log()
+
+
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(disksync_cmd(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_refused_credentials_and_untrusted_certificates_are_final_at_first_connect(
+    tmp_path: Path, tls_nats: TlsNats
+) -> None:
+    node = tmp_path / "node"
+    (node / "replica_cmds").mkdir(parents=True)
+    patient = {"stream": fresh_name("R"), "connect_timeout_s": "120"}
+    ca = str(tls_nats.ca)
+    refused, untrusted = "refused the credentials", "TLS certificate is not trusted"
+    cases = {
+        "wrong password": (tls_nats.url(password="nope", ca=ca, **patient), refused),
+        "no CA named": (tls_nats.url(**patient), untrusted),
+        "another CA": (tls_nats.url(ca=str(tls_nats.other_ca), **patient), untrusted),
+        "nats:// to a TLS server": (tls_nats.url(scheme="nats", **patient), untrusted),
+    }
+    runs: dict[str, subprocess.Popen[bytes]] = {}
+    for what, (url, _) in cases.items():
+        runs[f"ingest, {what}"] = _start(
+            ["ingest", "--journal", url, "--data-dir", str(node), "--state-dir", str(tmp_path)]
+        )
+    url, _ = cases["wrong password"]
+    runs["serve, wrong password"] = _start(
+        ["serve", "--journal", url, "--state-dir", str(tmp_path / "s"),
+         "--listen", f"127.0.0.1:{free_port()}"]
+    )  # fmt: skip
+    keys_url = tls_nats.url(password="nope", ca=ca, bucket="k", connect_timeout_s="120")
+    runs["keys, wrong password"] = _start(["keys", "list", "--keys", keys_url])
+    try:
+        outcomes = {w: (run.wait(scaled(60)), run.communicate()[1]) for w, run in runs.items()}
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    for what, (code, stderr) in outcomes.items():
+        expected = cases[what.split(", ", 1)[1]][1]
+        # One line besides start-up info: no retry warnings, no traceback, no asyncio noise.
+        lines = [line for line in stderr.decode().splitlines() if " info " not in line]
+        assert code == 1, (what, stderr)
+        assert len(lines) == 1, (what, lines)
+        assert lines[0].startswith("disksync: error: NATS at "), (what, lines)
+        assert expected in lines[0], (what, lines)
+        assert PASSWORD not in lines[0] and "nope" not in lines[0]  # no credentials in errors
