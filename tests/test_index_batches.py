@@ -1,8 +1,10 @@
-"""How ``index.indexer.run_index`` cuts batches: group commit while a write is in flight."""
+"""How ``index.indexer.run_index`` cuts batches (group commit while a write is in flight), and
+the GIL switch interval it sets for as long as a run lasts."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,3 +62,56 @@ def test_a_batch_takes_entries_until_the_write_before_it_commits(tmp_path: Path)
         assert sink.query("SELECT count(*) FROM blocks") == [(1 + later,)]
     finally:
         sink.close()
+
+
+def test_the_switch_interval_is_short_during_runs_and_restored_after(tmp_path: Path) -> None:
+    """Two overlapping runs, the first to end failing: the interval is 0.5 ms while either
+    lasts, and the interpreter's own comes back only when the last one ends."""
+    generator = BlockGenerator(seed=3, mean_bytes=3000)
+    seen: list[float] = []
+    failed = asyncio.Event()
+
+    async def longer() -> AsyncIterator[Entry]:
+        yield entry(generator, 1)
+        await failed.wait()
+        seen.append(sys.getswitchinterval())  # the other run has ended: still short
+        yield entry(generator, 2)
+
+    async def failing() -> AsyncIterator[Entry]:
+        seen.append(sys.getswitchinterval())
+        yield entry(generator, 1)
+        raise OSError("input lost")
+
+    async def run(a: DuckDBSink, b: DuckDBSink) -> None:
+        options = IndexOptions(batch_blocks=1)
+        first = asyncio.create_task(run_index(longer(), a, options=options))
+        await asyncio.sleep(0)
+        try:
+            await run_index(failing(), b, options=options)
+        except OSError:
+            failed.set()
+        await first
+
+    before = sys.getswitchinterval()
+    assert before != 0.0005
+    a = DuckDBSink(tmp_path / "a.duckdb", INDEX_SCHEMA)
+    b = DuckDBSink(tmp_path / "b.duckdb", INDEX_SCHEMA)
+    try:
+        asyncio.run(run(a, b))
+        assert failed.is_set()
+        assert seen == [0.0005, 0.0005]
+        assert sys.getswitchinterval() == before
+        assert a.position() == 3 and b.position() == 2
+        # A run told to leave the interval alone does not touch it.
+        options = IndexOptions(switch_interval_s=None)
+
+        async def one() -> AsyncIterator[Entry]:
+            seen.append(sys.getswitchinterval())
+            yield entry(generator, 3)
+
+        asyncio.run(run_index(one(), a, options=options))
+        assert seen[-1] == before
+    finally:
+        a.close()
+        b.close()
+        sys.setswitchinterval(before)

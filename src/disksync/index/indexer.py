@@ -16,6 +16,10 @@ Rules kept here:
   A batch the database refuses (``SinkDataError``) is retried block by block; a block it still
   refuses keeps only its ``blocks`` row, with the database's reason. Any other sink failure
   ends the loop with ``SinkError``: the position of the last committed batch stays.
+* During a run the interpreter's GIL switch interval is ``IndexOptions.switch_interval_s``
+  (0.5 ms, not Python's 5 ms): the decoding loop and the sink's write thread hand the GIL to
+  each other at every DuckDB call and ``COPY`` buffer, and each hand-back waited up to the
+  interval (docs/INDEX.md, "Throughput"). It is put back when the last concurrent run ends.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -44,6 +50,8 @@ class IndexOptions:
     batch_seconds: float = 0.5
     queue_entries: int = 64
     """Entries read ahead of the decoder (bounds memory with ``batch_bytes``)."""
+    switch_interval_s: float | None = 0.0005
+    """``sys.setswitchinterval`` while the run lasts (None: leave the interpreter's)."""
 
 
 @dataclass
@@ -107,6 +115,51 @@ async def run_index(
 ) -> IndexStats:
     """Index ``entries`` into ``sink`` until the input ends (or ``stop_after`` blocks)."""
     options = options or IndexOptions()
+    with _switch_interval(options.switch_interval_s):
+        return await _run(entries, sink, options, metrics, stats, stop_after, on_batch)
+
+
+class _SwitchInterval:
+    """``sys.setswitchinterval`` for as long as any run wants it: the first run in saves the
+    interpreter's interval, the last one out puts it back (runs may overlap, in one event
+    loop or in several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, interval: float | None) -> Iterator[None]:
+        if interval is None:
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+            self._users += 1
+            sys.setswitchinterval(min(interval, sys.getswitchinterval()))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    sys.setswitchinterval(self._saved)
+
+
+_switch_interval = _SwitchInterval()
+
+
+async def _run(
+    entries: AsyncIterator[Entry],
+    sink: Sink,
+    options: IndexOptions,
+    metrics: IndexMetrics | None,
+    stats: IndexStats | None,
+    stop_after: int | None,
+    on_batch: Callable[[IndexStats], None] | None,
+) -> IndexStats:
     stats = stats if stats is not None else IndexStats()
     queue: asyncio.Queue[Entry | None] = asyncio.Queue(options.queue_entries)
     reader = asyncio.create_task(_read(entries, queue, stop_after))
