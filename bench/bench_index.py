@@ -17,7 +17,9 @@ Usage: python bench/bench_index.py [--blocks 600] [--mean-bytes 190000] [--postg
    Second reference, what the database itself costs: the same rows (built once, in memory)
    bulk-loaded bare into the same tables (our DDL) — one Arrow insert per table into DuckDB,
    one ``COPY`` per table into PostgreSQL, one transaction — plus the time to build them.
-   Interleaved, ``--rounds`` rounds.
+   Each load ends with the build of the lookup indexes (timed apart); a second load per sink
+   goes into tables whose lookup indexes exist from the start ("indexed": every write keeps
+   them up, as a catch-up into a database that has them). Interleaved, ``--rounds`` rounds.
 4. ``--compare-bulk``: the same rows into DuckDB through its appender and through an Arrow
    table (needs pyarrow), interleaved, best of 3.
 5. Latency tool overhead: a real ``disksync serve`` on the journal, ``latency.measure`` replaying
@@ -37,6 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -93,18 +96,29 @@ def rows_only(entries: list[Entry]) -> float:
     return len(entries) / (time.perf_counter() - started)
 
 
-async def index_into(url: str, journal_path: Path) -> tuple[float, IndexStats]:
+async def index_into(
+    url: str, journal_path: Path, *, indexed: bool = False
+) -> tuple[float, IndexStats]:
+    """Seconds of the load (without the lookup index build at its end, in ``stats``).
+    ``indexed``: the lookup indexes are built on the empty tables first, so every write keeps
+    them up (a catch-up into a database that has them)."""
     sink = open_sink(url, INDEX_SCHEMA)
+    if indexed:
+        sink.build_indexes()
     journal = SqliteJournal(journal_path)
     try:
         started = time.perf_counter()
         stats = await run_index(
             journal_entries(journal, 0, follow=False), sink, options=IndexOptions()
         )
-        return time.perf_counter() - started, stats
+        return time.perf_counter() - started - stats.index_build_seconds, stats
     finally:
         await journal.close()
         sink.close()
+
+
+def index_pg(url: str, journal_path: Path, indexed: bool) -> tuple[float, IndexStats]:
+    return asyncio.run(index_into(url, journal_path, indexed=indexed))
 
 
 @dataclass
@@ -115,15 +129,22 @@ class Load:
     rounds: list[tuple[float, float, float]] = field(default_factory=list)
     """(seconds, decode-alone blocks/s right before, rows + bare bulk insert seconds)"""
     best_stats: IndexStats | None = None
+    builds: list[float] = field(default_factory=list)
 
     def add(self, seconds: float, stats: IndexStats, decode_rate: float, bare_s: float) -> None:
         if not self.rounds or seconds < min(r[0] for r in self.rounds):
             self.best_stats = stats
         self.rounds.append((seconds, decode_rate, bare_s))
         rate = stats.blocks / seconds
+        built = ""
+        if stats.indexes_built:
+            built = (f"; then {len(stats.indexes_built)} lookup indexes built in "
+                     f"{stats.index_build_seconds:.2f} s after seq "
+                     f"{stats.indexes_built_after_seq}")  # fmt: skip
+        self.builds.append(stats.index_build_seconds)
         print(f"    {self.name}: {rate:.0f} blocks/s = {rate / decode_rate:.2f}x decode alone "
               f"({decode_rate:.0f} blocks/s just before); {bare_s / seconds:.2f}x rows + bare "
-              f"bulk insert ({bare_s:.2f} s)", flush=True)  # fmt: skip
+              f"bulk insert ({bare_s:.2f} s){built}", flush=True)  # fmt: skip
 
     def report(self) -> None:
         stats = self.best_stats
@@ -135,6 +156,8 @@ class Load:
         print(f"{self.name}: {_span(rates, '.0f')} blocks/s = {mainnet}x "
               f"mainnet = {_span(ratios, '.2f')}x decode alone (same round); "
               f"{_span(bare, '.2f')}x rows + bare bulk insert; {len(rates)} rounds")  # fmt: skip
+        if any(self.builds):
+            print(f"    lookup indexes built at the end in {_span(self.builds, '.2f')} s")
         seconds = min(r[0] for r in self.rounds)
         for table in TABLES:
             count = stats.rows[table.name]
@@ -327,22 +350,30 @@ def main() -> None:
               f"(no database) {rows_rate:.0f} blocks/s ({ratio:.2f}x)")  # fmt: skip
         rows = all_rows(entries)
         rows_s = len(entries) / rows_rate
-        duck, pg = Load("duckdb"), Load("postgresql")
+        loads = {
+            name: Load(name)
+            for name in ("duckdb", "duckdb, indexed", "postgresql", "postgresql, indexed")
+        }
         for attempt in range(args.rounds):
             print(f"round {attempt + 1}:", flush=True)
-            decode_rate = decode_only(entries)
-            path = directory / f"index-{attempt}.duckdb"
-            seconds, stats = asyncio.run(index_into(f"duckdb:{path}", journal_path))
-            bare = bare_duckdb(rows, directory / f"bare-{attempt}.duckdb")
-            duck.add(seconds, stats, decode_rate, rows_s + bare)
-            decode_rate = decode_only(entries)
-            pg_seconds, pg_stats = with_database(
-                args.postgres, lambda url: asyncio.run(index_into(url, journal_path))
-            )
-            pg_bare = with_database(args.postgres, lambda url: bare_postgres(rows, url))
-            pg.add(pg_seconds, pg_stats, decode_rate, rows_s + pg_bare)
-        duck.report()
-        pg.report()
+            for name, load in loads.items():
+                indexed = name.endswith("indexed")
+                decode_rate = decode_only(entries)
+                if name.startswith("duckdb"):
+                    path = directory / f"index-{attempt}-{indexed}.duckdb"
+                    seconds, stats = asyncio.run(
+                        index_into(f"duckdb:{path}", journal_path, indexed=indexed)
+                    )
+                    bare = bare_duckdb(rows, directory / f"bare-{attempt}-{indexed}.duckdb")
+                else:
+                    seconds, stats = with_database(
+                        args.postgres,
+                        partial(index_pg, journal_path=journal_path, indexed=indexed),
+                    )
+                    bare = with_database(args.postgres, lambda url: bare_postgres(rows, url))
+                load.add(seconds, stats, decode_rate, rows_s + bare)
+        for load in loads.values():
+            load.report()
         if args.compare_bulk:
             compare_bulk(entries, directory)
         if not args.skip_latency:

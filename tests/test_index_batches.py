@@ -1,18 +1,20 @@
-"""How ``index.indexer.run_index`` cuts batches (group commit while a write is in flight), and
-the GIL switch interval it sets for as long as a run lasts."""
+"""How ``index.indexer.run_index`` cuts batches (group commit while a write is in flight), when
+it builds the lookup indexes (at the end of a bulk load, or once caught up), and the GIL switch
+interval it sets for as long as a run lasts."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from conftest import scaled
 from disksync.entry import Entry
 from disksync.index.indexer import IndexOptions, IndexStats, run_index
-from disksync.index.tables import INDEX_SCHEMA
+from disksync.index.tables import INDEX_SCHEMA, TABLES
 from disksync.simulate.blocks import BlockGenerator
 from disksync.sinks.base import Batch
 from disksync.sinks.duckdb_sink import DuckDBSink
@@ -115,3 +117,70 @@ def test_the_switch_interval_is_short_during_runs_and_restored_after(tmp_path: P
         a.close()
         b.close()
         sys.setswitchinterval(before)
+
+
+LOOKUP_NAMES = sorted(f"{t.name}_{c}_lookup" for t in TABLES for c in t.lookups)
+
+
+def lookup_indexes(sink: DuckDBSink) -> list[str]:
+    rows = sink.query("SELECT index_name FROM duckdb_indexes() WHERE index_name LIKE '%_lookup'")
+    return sorted(str(row[0]) for row in rows)
+
+
+def test_a_bulk_load_builds_the_lookup_indexes_when_its_input_ends(tmp_path: Path) -> None:
+    """Entries always waiting (a journal or an archive read to its end): no index while the
+    batches are written, all of them after the last one."""
+    sink = DuckDBSink(tmp_path / "index.duckdb", INDEX_SCHEMA)
+    generator = BlockGenerator(seed=3, mean_bytes=3000)
+    during: list[list[str]] = []
+
+    async def entries() -> AsyncIterator[Entry]:
+        for seq in range(1, 41):
+            yield entry(generator, seq)
+
+    def on_batch(stats: IndexStats) -> None:
+        during.append(lookup_indexes(sink))
+
+    try:
+        stats = asyncio.run(
+            run_index(entries(), sink, options=IndexOptions(batch_blocks=8), on_batch=on_batch)
+        )
+        assert len(during) == 5 and all(names == [] for names in during)
+        assert sorted(stats.indexes_built) == LOOKUP_NAMES == lookup_indexes(sink)
+        assert stats.indexes_built_after_seq == 40
+        # A database that has them is left alone.
+        again = asyncio.run(run_index(entries(), sink, options=IndexOptions(batch_blocks=8)))
+        assert again.indexes_built == [] and again.indexes_built_after_seq is None
+    finally:
+        sink.close()
+
+
+def test_a_live_input_builds_them_once_caught_up_and_keeps_indexing(tmp_path: Path) -> None:
+    """Entries that arrive slower than batches close (a live feed): the first batch closed on
+    its time with nothing waiting builds them, while the run goes on."""
+    sink = DuckDBSink(tmp_path / "index.duckdb", INDEX_SCHEMA)
+    generator = BlockGenerator(seed=3, mean_bytes=3000)
+    stats = IndexStats()
+    built_before_end: list[bool] = []
+
+    async def entries() -> AsyncIterator[Entry]:
+        for seq in range(1, 4):
+            yield entry(generator, seq)
+            await asyncio.sleep(0.05)  # past batch_seconds: each batch closes on its time
+        deadline = time.monotonic() + scaled(30)
+        while not stats.indexes_built and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        built_before_end.append(bool(stats.indexes_built))
+        for seq in range(4, 8):
+            yield entry(generator, seq)
+
+    try:
+        options = IndexOptions(batch_blocks=256, batch_seconds=0.01)
+        asyncio.run(run_index(entries(), sink, options=options, stats=stats))
+        assert built_before_end == [True]
+        assert sorted(stats.indexes_built) == LOOKUP_NAMES == lookup_indexes(sink)
+        assert stats.indexes_built_after_seq is not None and stats.indexes_built_after_seq < 4
+        assert sink.position() == 8
+        assert sink.query("SELECT count(*) FROM blocks") == [(7,)]
+    finally:
+        sink.close()
