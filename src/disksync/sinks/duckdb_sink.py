@@ -7,6 +7,8 @@ Rules kept here:
   rows inserted as one Arrow table (the row tuples converted by pyarrow as one struct array
   with the columns' Arrow types, no pandas), position stored, commit. A failure rolls all of
   it back; a row of another width is refused like a bad value.
+* Checkpoints at 256 MB of WAL, not 16 MB (``CHECKPOINT_THRESHOLD``): commits stay durable
+  (the WAL), the data file is written in fewer, larger checkpoints.
 * Arrow, not DuckDB's appender: measured 1.3-3.8x faster in the same runs (docs/INDEX.md).
 * High-volume tables have no key index (``Table.bulk``): rows arrive in seq order, so DuckDB's
   zone maps already prune by seq, and an ART index would cost the load more than it saves.
@@ -51,6 +53,14 @@ DUCKDB = Dialect(
     index_names="SELECT index_name FROM duckdb_indexes() WHERE schema_name = current_schema()",
 )
 
+CHECKPOINT_THRESHOLD = "256MB"
+"""WAL size that makes DuckDB checkpoint (its default is 16 MB). A 256-block batch writes
+~30 MB of WAL, so the default checkpointed after every write, rewriting each table's last
+partial row group each time. With 256 MB, in ``run_index`` over 600 blocks, interleaved:
+process CPU per block 0.89x and 0.97x in two sessions (lower in 9 of 10 pairs); the commits
+of 256-block batches alone took 0.55 instead of 1.5 ms per block. The cost: a restart after a crash replays up to 256 MB of WAL, and ``close``
+checkpoints what is left (a few hundred ms)."""
+
 # Decimals travel as text and DuckDB casts them on insert: exact, and no Decimal objects.
 _ARROW_TYPES = {
     "bigint": pa.int64(),
@@ -81,7 +91,9 @@ class DuckDBSink:
         self.description = f"duckdb:{path}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(path))
+            self._con = duckdb.connect(
+                str(path), config={"checkpoint_threshold": CHECKPOINT_THRESHOLD}
+            )
         except (duckdb.Error, OSError) as exc:
             raise SinkError(f"cannot open {self.description}: {_first_line(exc)}") from exc
         self._db = Executor(self._execute, self._fetchall, DUCKDB)
