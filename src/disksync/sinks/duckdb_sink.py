@@ -58,8 +58,9 @@ CHECKPOINT_THRESHOLD = "256MB"
 ~30 MB of WAL, so the default checkpointed after every write, rewriting each table's last
 partial row group each time. With 256 MB, in ``run_index`` over 600 blocks, interleaved:
 process CPU per block 0.89x and 0.97x in two sessions (lower in 9 of 10 pairs); the commits
-of 256-block batches alone took 0.55 instead of 1.5 ms per block. The cost: a restart after a crash replays up to 256 MB of WAL, and ``close``
-checkpoints what is left (a few hundred ms)."""
+of 256-block batches alone took 0.55 instead of 1.5 ms per block. The cost: a restart after
+a crash replays up to 256 MB of WAL, and ``close`` checkpoints what is left (a few hundred
+ms)."""
 
 # Decimals travel as text and DuckDB casts them on insert: exact, and no Decimal objects.
 _ARROW_TYPES = {

@@ -12,11 +12,14 @@ Rules kept here:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from disksync.sinks.base import Schema, SchemaError, Table
+
+log = logging.getLogger("disksync.sinks")
 
 SCHEMA_TABLE = "disksync_schema"
 POSITION_TABLE = "disksync_position"
@@ -92,6 +95,8 @@ def build_lookup_indexes(db: Executor, schema: Schema) -> list[str]:
             if name not in existing
         ]
         for name, statement in missing:
+            # On a large table this takes a while and the index waits for it: say so first.
+            log.info("building lookup index %s on %s", name, table.name)
             db.execute(statement, ())
             built.append(name)
         if missing and db.dialect.analyze:
