@@ -17,9 +17,10 @@ Rules kept here:
   refuses keeps only its ``blocks`` row, with the database's reason. Any other sink failure
   ends the loop with ``SinkError``: the position of the last committed batch stays.
 * Lookup indexes (``Table.lookups``) are built once the bulk load is over, not kept up
-  during it: when a batch closes on its time with no entry waiting (the input has caught up:
-  a live feed, a followed journal), right after that batch's write, or else when the input
-  ends. Once built, every later write keeps them up (``Sink.build_indexes`` is a no-op then).
+  during it: when two batches in a row close on their time with no entry waiting (the input
+  has caught up: a live feed, a followed journal), right after the second one's write, or
+  else when the input ends. Once built, every later write keeps them up
+  (``Sink.build_indexes`` is a no-op then).
 * During a run the interpreter's GIL switch interval is ``IndexOptions.switch_interval_s``
   (0.5 ms, not Python's 5 ms): the decoding loop and the sink's write thread hand the GIL to
   each other at every DuckDB call and ``COPY`` buffer, and each hand-back waited up to the
@@ -159,6 +160,8 @@ class _SwitchInterval:
 
 
 _switch_interval = _SwitchInterval()
+_IDLE_CLOSES = 2
+"""Consecutive batches closed on their time with no entry waiting that make a run caught up."""
 
 
 async def _run(
@@ -175,6 +178,7 @@ async def _run(
     reader = asyncio.create_task(_read(entries, queue, stop_after))
     pending: asyncio.Task[None] | None = None
     build = options.lookup_indexes  # still to do
+    idle_closes = 0
     try:
         done = False
         while not done:
@@ -206,8 +210,10 @@ async def _run(
                 if not batch.entries:
                     batch.opened = time.monotonic()
                 _add(entry, batch, stats, metrics)
-            # Closed on its time with nothing waiting to be decoded: caught up.
-            caught_up = build and not done and not full and queue.empty()
+            # Closed on its time with nothing waiting to be decoded, twice in a row (one
+            # stall of a bulk input, a slow page read, must not end its bulk load): caught up.
+            idle_closes = idle_closes + 1 if not done and not full and queue.empty() else 0
+            caught_up = build and idle_closes >= _IDLE_CLOSES
             if pending is not None:
                 await pending  # one write in flight: order of commits = order of seqs
                 pending = None
