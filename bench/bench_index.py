@@ -10,11 +10,16 @@ Usage: python bench/bench_index.py [--blocks 600] [--mean-bytes 190000] [--postg
    row building (``index.rows``) with no database.
 3. ``run_index`` from that journal (``index.sources.journal_entries``, as ``disksync index
    --from-journal`` runs it) into a fresh DuckDB file, then into a fresh PostgreSQL database
-   (created and dropped here): blocks/s, rows/s per table, and the ratio to decoding alone.
+   (created and dropped here): blocks/s, rows/s per table. The same-run reference is
+   ``decode_block`` alone over the same entries, measured again in every round right before
+   each load (the machine's load moves it): each load is reported as its blocks/s and as a
+   ratio to that decode alone, round by round, then as the range over the rounds.
    Second reference, what the database itself costs: the same rows (built once, in memory)
    bulk-loaded bare into the same tables (our DDL) — one Arrow insert per table into DuckDB,
    one ``COPY`` per table into PostgreSQL, one transaction — plus the time to build them.
-   Interleaved, best of ``--rounds``.
+   Each load ends with the build of the lookup indexes (timed apart); a second load per sink
+   goes into tables whose lookup indexes exist from the start ("indexed": every write keeps
+   them up, as a catch-up into a database that has them). Interleaved, ``--rounds`` rounds.
 4. ``--compare-bulk``: the same rows into DuckDB through its appender and through an Arrow
    table (needs pyarrow), interleaved, best of 3.
 5. Latency tool overhead: a real ``disksync serve`` on the journal, ``latency.measure`` replaying
@@ -33,6 +38,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,37 +85,88 @@ def decode_only(entries: list[Entry]) -> float:
 
 
 def rows_only(entries: list[Entry]) -> float:
+    """Decode + rows in batches of ``IndexOptions.batch_blocks``, as ``run_index`` holds them
+    (one dict of every block's rows would hold 4x the objects and pay the GC for it)."""
+    batch = IndexOptions().batch_blocks
     started = time.perf_counter()
-    rows = empty_rows()
-    for entry in entries:
-        add_entry(entry, rows)
+    for start in range(0, len(entries), batch):
+        rows = empty_rows()
+        for entry in entries[start : start + batch]:
+            add_entry(entry, rows)
     return len(entries) / (time.perf_counter() - started)
 
 
-async def index_into(url: str, journal_path: Path) -> tuple[float, IndexStats]:
+async def index_into(
+    url: str, journal_path: Path, *, indexed: bool = False
+) -> tuple[float, IndexStats]:
+    """Seconds of the load (without the lookup index build at its end, in ``stats``).
+    ``indexed``: the lookup indexes are built on the empty tables first, so every write keeps
+    them up (a catch-up into a database that has them)."""
     sink = open_sink(url, INDEX_SCHEMA)
+    if indexed:
+        sink.build_indexes()
     journal = SqliteJournal(journal_path)
     try:
         started = time.perf_counter()
         stats = await run_index(
             journal_entries(journal, 0, follow=False), sink, options=IndexOptions()
         )
-        return time.perf_counter() - started, stats
+        return time.perf_counter() - started - stats.index_build_seconds, stats
     finally:
         await journal.close()
         sink.close()
 
 
-def report(name: str, seconds: float, stats: IndexStats, decode_rate: float, bare_s: float) -> None:
-    """``bare_s``: decode + rows (no database) plus the bare bulk insert of those rows: what
-    the same work costs with nothing of the indexer or the sink around it."""
-    rate = stats.blocks / seconds
-    print(f"{name}: {stats.blocks} blocks in {seconds:.2f} s = {rate:.0f} blocks/s "
-          f"= {rate / MAINNET_BLOCKS_S:.0f}x mainnet ({rate / decode_rate:.2f}x decoding "
-          f"alone; {bare_s / seconds:.2f}x rows + bare bulk insert, {bare_s:.2f} s)")  # fmt: skip
-    for table in TABLES:
-        count = stats.rows[table.name]
-        print(f"    {table.name:18} {count:>9,} rows  {count / seconds:>10,.0f} rows/s")
+def index_pg(url: str, journal_path: Path, indexed: bool) -> tuple[float, IndexStats]:
+    return asyncio.run(index_into(url, journal_path, indexed=indexed))
+
+
+@dataclass
+class Load:
+    """One sink's loads over the rounds: each with the decode-alone rate measured before it."""
+
+    name: str
+    rounds: list[tuple[float, float, float]] = field(default_factory=list)
+    """(seconds, decode-alone blocks/s right before, rows + bare bulk insert seconds)"""
+    best_stats: IndexStats | None = None
+    builds: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, stats: IndexStats, decode_rate: float, bare_s: float) -> None:
+        if not self.rounds or seconds < min(r[0] for r in self.rounds):
+            self.best_stats = stats
+        self.rounds.append((seconds, decode_rate, bare_s))
+        rate = stats.blocks / seconds
+        built = ""
+        if stats.indexes_built:
+            built = (f"; then {len(stats.indexes_built)} lookup indexes built in "
+                     f"{stats.index_build_seconds:.2f} s after seq "
+                     f"{stats.indexes_built_after_seq}")  # fmt: skip
+        self.builds.append(stats.index_build_seconds)
+        print(f"    {self.name}: {rate:.0f} blocks/s = {rate / decode_rate:.2f}x decode alone "
+              f"({decode_rate:.0f} blocks/s just before); {bare_s / seconds:.2f}x rows + bare "
+              f"bulk insert ({bare_s:.2f} s){built}", flush=True)  # fmt: skip
+
+    def report(self) -> None:
+        stats = self.best_stats
+        assert stats is not None
+        rates = [stats.blocks / seconds for seconds, _, _ in self.rounds]
+        ratios = [stats.blocks / seconds / decode for seconds, decode, _ in self.rounds]
+        bare = [bare_s / seconds for seconds, _, bare_s in self.rounds]
+        mainnet = _span(rates, ".0f", 1 / MAINNET_BLOCKS_S)
+        print(f"{self.name}: {_span(rates, '.0f')} blocks/s = {mainnet}x "
+              f"mainnet = {_span(ratios, '.2f')}x decode alone (same round); "
+              f"{_span(bare, '.2f')}x rows + bare bulk insert; {len(rates)} rounds")  # fmt: skip
+        if any(self.builds):
+            print(f"    lookup indexes built at the end in {_span(self.builds, '.2f')} s")
+        seconds = min(r[0] for r in self.rounds)
+        for table in TABLES:
+            count = stats.rows[table.name]
+            print(f"    {table.name:18} {count:>9,} rows  {count / seconds:>10,.0f} rows/s (best)")
+
+
+def _span(values: list[float], spec: str, scale: float = 1.0) -> str:
+    low, high = min(values) * scale, max(values) * scale
+    return f"{low:{spec}}" if f"{low:{spec}}" == f"{high:{spec}}" else f"{low:{spec}}–{high:{spec}}"
 
 
 def all_rows(entries: list[Entry]) -> dict[str, list[tuple[object, ...]]]:
@@ -120,11 +178,11 @@ def all_rows(entries: list[Entry]) -> dict[str, list[tuple[object, ...]]]:
 
 def bare_duckdb(rows: dict[str, list[tuple[object, ...]]], path: Path) -> float:
     """Seconds to insert the rows with nothing of ours around them: the same tables (our DDL),
-    one Arrow table per table, one transaction."""
+    one Arrow table per table (converted as the sink does), one transaction."""
     import duckdb
     import pyarrow as pa
 
-    from disksync.sinks.duckdb_sink import _ARROW_TYPES, DUCKDB
+    from disksync.sinks.duckdb_sink import DUCKDB, _struct_type
     from disksync.sinks.sql import create_table_sql
 
     con = duckdb.connect(str(path))
@@ -138,11 +196,9 @@ def bare_duckdb(rows: dict[str, list[tuple[object, ...]]], path: Path) -> float:
             table_rows = rows[table.name]
             if not table_rows:
                 continue
-            arrays = [
-                pa.array(values, type=_ARROW_TYPES[column.type])
-                for values, column in zip(zip(*table_rows, strict=True), table.columns, strict=True)
-            ]
-            con.register("bare_rows", pa.table(arrays, names=list(table.column_names)))
+            struct = _struct_type(table)
+            batch = pa.RecordBatch.from_struct_array(pa.array(table_rows, struct))
+            con.register("bare_rows", pa.Table.from_batches([batch]))
             con.execute(f"INSERT INTO {table.name} SELECT * FROM bare_rows")
             con.unregister("bare_rows")
         con.commit()
@@ -292,28 +348,30 @@ def main() -> None:
               f"(no database) {rows_rate:.0f} blocks/s ({ratio:.2f}x)")  # fmt: skip
         rows = all_rows(entries)
         rows_s = len(entries) / rows_rate
-        best: dict[str, float] = {}
+        loads = {
+            name: Load(name)
+            for name in ("duckdb", "duckdb, indexed", "postgresql", "postgresql, indexed")
+        }
         for attempt in range(args.rounds):
-            duck = directory / f"index-{attempt}.duckdb"
-            seconds, stats = asyncio.run(index_into(f"duckdb:{duck}", journal_path))
-            bare = bare_duckdb(rows, directory / f"bare-{attempt}.duckdb")
-            if seconds < best.get("duckdb", float("inf")):
-                best["duckdb"], best["duckdb bare"] = seconds, bare
-            duck_stats = stats
-            pg_seconds, pg_stats = with_database(
-                args.postgres, lambda url: asyncio.run(index_into(url, journal_path))
-            )
-            pg_bare = with_database(args.postgres, lambda url: bare_postgres(rows, url))
-            if pg_seconds < best.get("postgresql", float("inf")):
-                best["postgresql"], best["postgresql bare"] = pg_seconds, pg_bare
-        report("duckdb", best["duckdb"], duck_stats, decode_rate, rows_s + best["duckdb bare"])
-        report(
-            "postgresql",
-            best["postgresql"],
-            pg_stats,
-            decode_rate,
-            rows_s + best["postgresql bare"],
-        )
+            print(f"round {attempt + 1}:", flush=True)
+            for name, load in loads.items():
+                indexed = name.endswith("indexed")
+                decode_rate = decode_only(entries)
+                if name.startswith("duckdb"):
+                    path = directory / f"index-{attempt}-{indexed}.duckdb"
+                    seconds, stats = asyncio.run(
+                        index_into(f"duckdb:{path}", journal_path, indexed=indexed)
+                    )
+                    bare = bare_duckdb(rows, directory / f"bare-{attempt}-{indexed}.duckdb")
+                else:
+                    seconds, stats = with_database(
+                        args.postgres,
+                        partial(index_pg, journal_path=journal_path, indexed=indexed),
+                    )
+                    bare = with_database(args.postgres, lambda url: bare_postgres(rows, url))
+                load.add(seconds, stats, decode_rate, rows_s + bare)
+        for load in loads.values():
+            load.report()
         if args.compare_bulk:
             compare_bulk(entries, directory)
         if not args.skip_latency:

@@ -26,6 +26,9 @@ from disksync.index.tables import INDEX_SCHEMA, TABLES
 from disksync.simulate.blocks import BlockGenerator
 from disksync.sinks import Migration, Schema, SchemaError, Sink, SinkDataError, Table, open_sink
 from disksync.sinks.base import Column
+from disksync.sinks.duckdb_sink import DUCKDB, DuckDBSink
+from disksync.sinks.postgres_sink import POSTGRES
+from disksync.sinks.sql import Dialect, lookup_index_sql
 from sink_worker import MEAN_BYTES, entry
 
 WORKER = REPO / "tests" / "sink_worker.py"
@@ -42,6 +45,10 @@ def rows_for(first: int, last: int) -> TableRows:
 def query(sink: Sink, sql: str) -> list[tuple[Any, ...]]:
     result: list[tuple[Any, ...]] = sink.query(sql)  # type: ignore[attr-defined]
     return result
+
+
+def dialect(sink: Sink) -> Dialect:
+    return DUCKDB if isinstance(sink, DuckDBSink) else POSTGRES
 
 
 def counts(sink: Sink) -> dict[str, int]:
@@ -85,6 +92,27 @@ class SinkContract:
                 assert keys(sink, table) == expected_keys(expected, table), table.name
         finally:
             sink.close()
+
+    def test_lookup_indexes_are_built_once_and_writes_keep_going(self, sink_url: str) -> None:
+        sink = open_sink(sink_url, INDEX_SCHEMA)
+        try:
+            sink.write(rows_for(1, 4), 5)
+            names = [name for t in TABLES for name, _ in lookup_index_sql(t, dialect(sink))]
+            assert len(names) == sum(len(t.lookups) for t in TABLES) >= 8
+            assert sink.build_indexes() == names
+            assert sink.build_indexes() == []  # there: nothing to do
+            sink.write(rows_for(5, 8), 9)  # and the indexed tables still take rows
+            assert sink.position() == 9
+            expected = rows_for(1, 8)
+            for table in TABLES:
+                assert keys(sink, table) == expected_keys(expected, table), table.name
+        finally:
+            sink.close()
+        again = open_sink(sink_url, INDEX_SCHEMA)  # they are stored, not per connection
+        try:
+            assert again.build_indexes() == []
+        finally:
+            again.close()
 
     def test_restart_reads_the_stored_position(self, sink_url: str) -> None:
         sink = open_sink(sink_url, INDEX_SCHEMA)

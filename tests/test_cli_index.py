@@ -19,7 +19,7 @@ from conftest import disksync_cmd, free_port, scaled
 from disksync.archive.upload import write_archive
 from disksync.entry import Entry
 from disksync.index.rows import add_entry, empty_rows
-from disksync.index.tables import INDEX_SCHEMA
+from disksync.index.tables import INDEX_SCHEMA, TABLES
 from disksync.sinks import open_sink
 from disksync.store import open_store
 from test_client_support import Filler, ServeProcess, create_key
@@ -157,7 +157,14 @@ def test_kill_9_and_restart_from_a_journal_into_postgres(journal: Path, pg_url: 
     assert table_counts(pg_url) == expected_rows(journal)
     with psycopg.connect(pg_url) as conn:
         seqs = [s for (s,) in conn.execute(b"SELECT seq FROM blocks ORDER BY seq").fetchall()]
+        indexes = conn.execute(b"SELECT indexname FROM pg_indexes WHERE indexname LIKE '%_lookup'")
+        names = sorted(name for (name,) in indexes.fetchall())
     assert seqs == list(range(1, LAST + 1))
+    # The journal's end is the bulk load's: the lookup indexes are built then, and said so.
+    lookups = sorted(f"{t.name}_{column}_lookup" for t in TABLES for column in t.lookups)
+    assert names == lookups
+    assert f"{len(lookups)} lookup indexes built in".encode() in done.stderr
+    assert done.stderr.count(b"building lookup index ") == len(lookups)
 
 
 def test_a_database_that_is_down_is_one_line_and_exit_1(journal: Path) -> None:

@@ -209,7 +209,13 @@ def _summary(stats: IndexStats, sink: Sink) -> str:
     undecodable = f"; {stats.undecodable} undecodable" if stats.undecodable else ""
     rejected = f"; {stats.rejected} refused by the database" if stats.rejected else ""
     last = f" up to seq {stats.last_seq}" if stats.last_seq is not None else ""
+    built = ""
+    if stats.indexes_built:
+        built = (
+            f"; {len(stats.indexes_built)} lookup indexes built in "
+            f"{stats.index_build_seconds:.1f}s after seq {stats.indexes_built_after_seq}"
+        )
     return (
         f"{stats.blocks} blocks{last} in {elapsed:.1f}s ({stats.blocks / elapsed:.0f}/s) into "
-        f"{sink.description}; rows: {rows or 'none'}{undecodable}{rejected}"
+        f"{sink.description}; rows: {rows or 'none'}{undecodable}{rejected}{built}"
     )

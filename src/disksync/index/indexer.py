@@ -16,6 +16,15 @@ Rules kept here:
   A batch the database refuses (``SinkDataError``) is retried block by block; a block it still
   refuses keeps only its ``blocks`` row, with the database's reason. Any other sink failure
   ends the loop with ``SinkError``: the position of the last committed batch stays.
+* Lookup indexes (``Table.lookups``) are built once the bulk load is over, not kept up
+  during it: when two batches in a row close on their time with no entry waiting (the input
+  has caught up: a live feed, a followed journal), right after the second one's write, or
+  else when the input ends. Once built, every later write keeps them up
+  (``Sink.build_indexes`` is a no-op then).
+* During a run the interpreter's GIL switch interval is ``IndexOptions.switch_interval_s``
+  (0.5 ms, not Python's 5 ms): the decoding loop and the sink's write thread hand the GIL to
+  each other at every DuckDB call and ``COPY`` buffer, and each hand-back waited up to the
+  interval (docs/INDEX.md, "Throughput"). It is put back when the last concurrent run ends.
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -44,6 +55,10 @@ class IndexOptions:
     batch_seconds: float = 0.5
     queue_entries: int = 64
     """Entries read ahead of the decoder (bounds memory with ``batch_bytes``)."""
+    switch_interval_s: float | None = 0.0005
+    """``sys.setswitchinterval`` while the run lasts (None: leave the interpreter's)."""
+    lookup_indexes: bool = True
+    """Build the lookup indexes (``Sink.build_indexes``) once caught up or at the input's end."""
 
 
 @dataclass
@@ -54,6 +69,10 @@ class IndexStats:
     rejected: int = 0
     last_seq: int | None = None
     last_block_ts_ms: int | None = None
+    indexes_built: list[str] = field(default_factory=list)
+    index_build_seconds: float = 0.0
+    indexes_built_after_seq: int | None = None
+    """The last seq written when the lookup indexes were built (None: not by this run)."""
     rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in TABLES})
     started: float = field(default_factory=time.monotonic)
 
@@ -107,16 +126,67 @@ async def run_index(
 ) -> IndexStats:
     """Index ``entries`` into ``sink`` until the input ends (or ``stop_after`` blocks)."""
     options = options or IndexOptions()
+    with _switch_interval(options.switch_interval_s):
+        return await _run(entries, sink, options, metrics, stats, stop_after, on_batch)
+
+
+class _SwitchInterval:
+    """``sys.setswitchinterval`` for as long as any run wants it: the first run in saves the
+    interpreter's interval, the last one out puts it back (runs may overlap, in one event
+    loop or in several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, interval: float | None) -> Iterator[None]:
+        if interval is None:
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+            self._users += 1
+            sys.setswitchinterval(min(interval, sys.getswitchinterval()))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    sys.setswitchinterval(self._saved)
+
+
+_switch_interval = _SwitchInterval()
+_IDLE_CLOSES = 2
+"""Consecutive batches closed on their time with no entry waiting that make a run caught up."""
+
+
+async def _run(
+    entries: AsyncIterator[Entry],
+    sink: Sink,
+    options: IndexOptions,
+    metrics: IndexMetrics | None,
+    stats: IndexStats | None,
+    stop_after: int | None,
+    on_batch: Callable[[IndexStats], None] | None,
+) -> IndexStats:
     stats = stats if stats is not None else IndexStats()
     queue: asyncio.Queue[Entry | None] = asyncio.Queue(options.queue_entries)
     reader = asyncio.create_task(_read(entries, queue, stop_after))
     pending: asyncio.Task[None] | None = None
+    build = options.lookup_indexes  # still to do
+    idle_closes = 0
     try:
         done = False
         while not done:
             batch = _Batch()
-            while len(batch.entries) < options.batch_blocks:
+            full = False
+            while not (full := len(batch.entries) >= options.batch_blocks):
                 if batch.entries and batch.payload_bytes >= options.batch_bytes:
+                    full = True
                     break
                 timeout = None
                 if batch.entries:
@@ -140,15 +210,24 @@ async def run_index(
                 if not batch.entries:
                     batch.opened = time.monotonic()
                 _add(entry, batch, stats, metrics)
+            # Closed on its time with nothing waiting to be decoded, twice in a row (one
+            # stall of a bulk input, a slow page read, must not end its bulk load): caught up.
+            idle_closes = idle_closes + 1 if not done and not full and queue.empty() else 0
+            caught_up = build and idle_closes >= _IDLE_CLOSES
             if pending is not None:
                 await pending  # one write in flight: order of commits = order of seqs
                 pending = None
             if batch.entries:
-                pending = asyncio.create_task(_commit(sink, batch, stats, metrics, on_batch))
+                pending = asyncio.create_task(
+                    _commit(sink, batch, stats, metrics, on_batch, caught_up)
+                )
+                build = build and not caught_up
         if pending is not None:
             await pending
             pending = None
         await reader  # re-raises what the input raised
+        if build:  # the input ended before it was ever caught up: a bulk load
+            await _build_indexes(sink, stats)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -247,6 +326,7 @@ async def _commit(
     stats: IndexStats,
     metrics: IndexMetrics | None,
     on_batch: Callable[[IndexStats], None] | None,
+    build_indexes: bool = False,
 ) -> None:
     next_seq = batch.entries[-1].seq + 1
     started = time.perf_counter()
@@ -273,8 +353,25 @@ async def _commit(
         stats.rows[name] += len(rows)
         if metrics is not None and rows:
             metrics.rows.labels(name).inc(len(rows))
+    if build_indexes:
+        await _build_indexes(sink, stats)
     if on_batch is not None:
         on_batch(stats)
+
+
+async def _build_indexes(sink: Sink, stats: IndexStats) -> None:
+    started = time.perf_counter()
+    built = await asyncio.to_thread(sink.build_indexes)
+    if built:
+        stats.indexes_built.extend(built)
+        stats.index_build_seconds += time.perf_counter() - started
+        stats.indexes_built_after_seq = stats.last_seq
+        log.info(
+            "built %d lookup indexes in %.1f s: %s",
+            len(built),
+            stats.index_build_seconds,
+            ", ".join(built),
+        )
 
 
 def _write_one_by_one(

@@ -5,9 +5,10 @@ Rules kept here:
   tables in docs/INDEX.md (a test checks the page names every column, in order).
 * Every table starts with ``seq`` (the block height; the sinks' replay filter relies on it);
   action rows are keyed by ``(seq, position)``, item rows by ``(seq, position, item)``.
-* Secondary indexes only where they are cheap (one row per block or rarer): an index on a
-  high-volume column (``orders.cloid``, ``actions.signer``) cut PostgreSQL's COPY rate about
-  3x (docs/INDEX.md); users add the ones their queries need.
+* Secondary indexes at table creation only where they are cheap (one row per block or
+  rarer). The columns a user looks rows up by (a signer, a coin, an oid or cloid) are
+  ``lookups``: indexed once the bulk load is over (``Sink.build_indexes``), because kept up
+  during it they cut PostgreSQL's COPY rate about 3x (docs/INDEX.md, "Lookup indexes").
 * Prices, sizes and amounts are exact decimals (the node writes decimal strings); a changed
   column is a new ``SCHEMA_VERSION`` with a ``Migration``, never an edit in place.
 """
@@ -72,6 +73,7 @@ ACTIONS = Table(
     ),
     key=("seq", "position"),
     bulk=True,
+    lookups=("signer",),
 )
 
 _ORDER_FIELDS = (
@@ -109,6 +111,7 @@ ORDERS = Table(
     ),
     key=("seq", "position", "item"),
     bulk=True,
+    lookups=("asset", "oid", "cloid"),
 )
 
 MODIFIES = Table(
@@ -125,6 +128,7 @@ MODIFIES = Table(
     ),
     key=("seq", "position", "item"),
     bulk=True,
+    lookups=("target_oid",),
 )
 
 CANCELS = Table(
@@ -142,6 +146,7 @@ CANCELS = Table(
     ),
     key=("seq", "position", "item"),
     bulk=True,
+    lookups=("asset", "oid", "cloid"),
 )
 
 TRANSFERS = Table(

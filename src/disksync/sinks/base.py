@@ -14,6 +14,9 @@ Rules every backend keeps (the contract suite in ``tests/sink_contract.py`` chec
 * Failures are ``SinkError`` (the database is down, a permission is missing) or, when the rows
   themselves were refused (a value the column type rejects), ``SinkDataError``: the caller may
   then retry smaller batches to isolate the block at fault. Nothing half-written remains.
+* Lookup indexes (``Table.lookups``) are built by ``build_indexes``, which the indexer calls
+  once the bulk load is over (its input ended or caught up); every write after that keeps
+  them up. They are outside the schema version: ``CREATE INDEX`` of the missing ones only.
 * Sync on purpose: the DB drivers are; callers run ``write`` on a worker thread.
 """
 
@@ -66,6 +69,10 @@ class Table:
     bulk: bool = False
     """Hundreds of rows per block: a dialect that prunes by zone maps (DuckDB) keeps no key
     index on it (see ``Dialect.keys_on_bulk``); rows arrive in seq order either way."""
+    lookups: tuple[str, ...] = ()
+    """Columns queried by value (a user, a coin, an oid) that get an index once the bulk load
+    is over (``Sink.build_indexes``), not while it runs: kept up on every insert, they cost a
+    bulk load more than building them once afterwards."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -101,6 +108,12 @@ class Sink(Protocol):
     def position(self) -> int | None: ...
 
     def write(self, batch: Batch, next_seq: int) -> None: ...
+
+    def build_indexes(self) -> list[str]:
+        """Create the schema's lookup indexes (``Table.lookups``) that do not exist yet, in
+        one transaction; the names created ([] when all were there). Rows and position are
+        untouched: a failure or a kill leaves them as they were, and a later call builds."""
+        ...
 
     def close(self) -> None: ...
 

@@ -18,7 +18,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from disksync.sinks.base import Batch, Schema, SinkDataError, SinkError, rows_from
-from disksync.sinks.sql import Dialect, Executor, ensure_schema, read_position, store_position
+from disksync.sinks.sql import (
+    Dialect,
+    Executor,
+    build_lookup_indexes,
+    ensure_schema,
+    read_position,
+    store_position,
+)
 
 T = TypeVar("T")
 
@@ -34,6 +41,9 @@ POSTGRES = Dialect(
         "double": "double precision",
     },
     placeholder="%s",
+    index_names="SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()",
+    lookups_with_seq=True,
+    analyze=True,
 )
 
 
@@ -109,6 +119,9 @@ class PostgresSink:
                 store_position(self._db, self._schema.name, next_seq)
 
         self._transaction(body)
+
+    def build_indexes(self) -> list[str]:
+        return self._transaction(lambda: build_lookup_indexes(self._db, self._schema))
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run a read query in its own transaction (tests, docs examples)."""

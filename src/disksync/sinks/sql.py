@@ -12,11 +12,14 @@ Rules kept here:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from disksync.sinks.base import Schema, SchemaError, Table
+
+log = logging.getLogger("disksync.sinks")
 
 SCHEMA_TABLE = "disksync_schema"
 POSITION_TABLE = "disksync_position"
@@ -32,6 +35,14 @@ class Dialect:
     placeholder: str
     keys_on_bulk: bool = True
     """Create the primary key of ``Table.bulk`` tables (PostgreSQL: it is their seq index)."""
+    index_names: str = ""
+    """A query for the names of the indexes in the current schema."""
+    lookups_with_seq: bool = False
+    """A lookup index is ``(column, seq)``: the rows of one value come in seq order, and a
+    ``LIMIT`` reads only what it returns (PostgreSQL; DuckDB scans an ART index only for a
+    one-column equality, so its lookups are on the column alone)."""
+    analyze: bool = False
+    """``ANALYZE`` a table after building its lookup indexes (planner statistics)."""
 
 
 class Executor:
@@ -60,6 +71,37 @@ def create_table_sql(table: Table, dialect: Dialect) -> list[str]:
         name = f"{table.name}_{'_'.join(index)}_idx"
         statements.append(f"CREATE INDEX {name} ON {table.name} ({', '.join(index)})")
     return statements
+
+
+def lookup_index_sql(table: Table, dialect: Dialect) -> list[tuple[str, str]]:
+    """``(name, CREATE INDEX statement)`` of each lookup index of ``table``."""
+    statements = []
+    for column in table.lookups:
+        name = f"{table.name}_{column}_lookup"
+        columns = f"{column}, seq" if dialect.lookups_with_seq else column
+        statements.append((name, f"CREATE INDEX {name} ON {table.name} ({columns})"))
+    return statements
+
+
+def build_lookup_indexes(db: Executor, schema: Schema) -> list[str]:
+    """Create the lookup indexes of ``schema`` that do not exist (the caller wraps this in a
+    transaction); returns their names."""
+    existing = {str(row[0]) for row in db.fetchall(db.dialect.index_names, ())}
+    built: list[str] = []
+    for table in schema.tables:
+        missing = [
+            (name, statement)
+            for name, statement in lookup_index_sql(table, db.dialect)
+            if name not in existing
+        ]
+        for name, statement in missing:
+            # On a large table this takes a while and the index waits for it: say so first.
+            log.info("building lookup index %s on %s", name, table.name)
+            db.execute(statement, ())
+            built.append(name)
+        if missing and db.dialect.analyze:
+            db.execute(f"ANALYZE {table.name}", ())
+    return built
 
 
 def existing_tables(db: Executor) -> set[str]:
