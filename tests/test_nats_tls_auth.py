@@ -151,3 +151,56 @@ def test_refused_credentials_and_untrusted_certificates_are_final_at_first_conne
         assert lines[0].startswith("disksync: error: NATS at "), (what, lines)
         assert expected in lines[0], (what, lines)
         assert PASSWORD not in lines[0] and "nope" not in lines[0]  # no credentials in errors
+
+
+TOKEN = "s3cr3t-t0ken"
+
+
+def test_a_token_in_the_url_authenticates_and_a_wrong_one_is_final(tmp_path: Path) -> None:
+    """``nats://TOKEN@HOST`` (nats-server ``authorization { token }``): an ingest with it
+    journals the node's lines (read back through the same URL form), one with another token
+    exits 1 at once, naming the refusal and not the token."""
+    server = NatsServer(tmp_path / "nats")
+    server.extra = f'authorization {{\n  token: "{TOKEN}"\n}}\n'
+    server.start()
+    try:
+        stream = fresh_name("TOK")
+        url = f"nats://{TOKEN}@127.0.0.1:{server.port}?stream={stream}"
+        node = Node(tmp_path / "node")
+        node.new_file(RUN_1, 0)
+        for height in range(1, 11):
+            node.write(height)
+        ingest = ingest_proc(tmp_path, "A", node.data_dir, url)
+        with stopping([ingest], []):
+            ingest.start()
+            lines = asyncio.run(_read_until(url, 10))
+        assert lines == [(seq, node_line(seq)) for seq in range(1, 11)]
+        wrong = f"nats://nope@127.0.0.1:{server.port}?stream={stream}&connect_timeout_s=120"
+        run = _start(["ingest", "--journal", wrong, "--data-dir", str(node.data_dir),
+                      "--state-dir", str(tmp_path / "w")])  # fmt: skip
+        try:
+            code, stderr = run.wait(scaled(60)), run.communicate()[1].decode()
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert code == 1, stderr
+        assert "refused the credentials" in stderr and "nope" not in stderr
+    finally:
+        server.stop()
+
+
+async def _read_until(url: str, last: int) -> list[tuple[int, bytes]]:
+    from disksync.journal import open_journal
+
+    journal = open_journal(url)
+    got: list[tuple[int, bytes]] = []
+    try:
+        async with asyncio.timeout(scaled(60)):
+            async for entry in journal.follow(1):
+                got.append((entry.seq, entry.payload))
+                if entry.seq >= last:
+                    break
+    finally:
+        await journal.close()
+    return got
