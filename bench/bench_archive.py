@@ -15,9 +15,11 @@ Usage: python bench/bench_archive.py [--mb 400] [--mean-bytes 190000] [--lines-p
    when ``lz4`` is on PATH: bytes and ratio.
 4. bare reference: every ``.lz4`` file of the archive read whole and ``lz4.frame.decompress``-ed
    (MB/s of uncompressed lines), interleaved with each step below, best of ``--rounds``.
-5. import into a fresh SQLite journal; verify archive vs journal and archive vs archive; replay
-   ``--speed max`` into a data dir; each as the CLI runs it (the same functions), MB/s of
-   uncompressed lines and the ratio to the bare reference.
+5. import into a fresh SQLite journal, and again with every header by ``decode_header`` (the
+   importer before ``hl.scan``); import's reading side alone (read, split, number, check; no
+   journal), with the scan and with ``decode_header``; verify archive vs journal and archive
+   vs archive; replay ``--speed max`` into a data dir; each as the CLI runs it (the same
+   functions), MB/s of uncompressed lines and the ratio to the bare reference.
 6. record end to end (unless ``--skip-e2e``): ``disksync record`` following a real
    ``disksync serve`` of that journal from its first seq, until the last full file is in the
    store: its rate against mainnet's.
@@ -53,6 +55,7 @@ from disksync.archive.replay import replay_to_data_dir
 from disksync.archive.sources import ArchiveSource, JournalSource
 from disksync.archive.upload import write_archive
 from disksync.entry import Entry
+from disksync.hl.scan import scan_link
 from disksync.journal import open_journal
 from disksync.simulate.blocks import BlockGenerator
 from disksync.store import open_store
@@ -195,8 +198,12 @@ def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int
     return raw, ours, theirs, identical
 
 
-def do_import(root: Path, journal_path: Path) -> None:
+def do_import(root: Path, journal_path: Path, *, scan: bool = True) -> None:
+    """``scan=False``: every header by ``decode_header`` (the importer before ``scan_link``)."""
     remove_journal(journal_path)
+    from disksync.archive import importer
+
+    importer.scan_link = importer.scan_link if scan else _no_scan  # type: ignore[assignment]
 
     async def run() -> None:
         journal = open_journal(f"sqlite:{journal_path}")
@@ -205,7 +212,30 @@ def do_import(root: Path, journal_path: Path) -> None:
         finally:
             await journal.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        importer.scan_link = scan_link
+
+
+def import_read_side(root: Path, *, scan: bool = True) -> None:
+    """What import's reading thread does, without a journal: read, split, number, check."""
+    from disksync.archive import importer
+    from disksync.archive.reader import read_archive
+
+    importer.scan_link = importer.scan_link if scan else _no_scan  # type: ignore[assignment]
+    try:
+        report = importer.ImportReport()
+        numbering = importer._Numbering(report)
+        lines = read_archive(open_store(str(root)), None, None, report.read)
+        while not importer._take(lines, numbering, BATCH_BYTES).done:
+            pass
+    finally:
+        importer.scan_link = scan_link
+
+
+def _no_scan(line: bytes, seq: int | None = None) -> None:
+    return None
 
 
 def journal_append_alone(lines: list[tuple[int, bytes, int]], journal_path: Path) -> None:
@@ -395,6 +425,9 @@ def main() -> None:
         # (name, run, copies of the archive it reads: the bare loop reads as many)
         steps: list[tuple[str, Callable[[], object], int]] = [
             ("import", lambda: do_import(root, journal_path), 1),
+            ("import-decode", lambda: do_import(root, journal_path, scan=False), 1),
+            ("read-side", lambda: import_read_side(root), 1),
+            ("read-side-dec", lambda: import_read_side(root, scan=False), 1),
             ("verify-journal", lambda: do_verify(root, f"sqlite:{journal_path}"), 1),
             ("verify-archive", lambda: do_verify(root, str(root)), 2),
             ("replay", lambda: do_replay(root, work / "out"), 1),

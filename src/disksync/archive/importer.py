@@ -4,11 +4,16 @@ Rules kept here:
 * Seqs go to the journal in ascending order through ``Journal.append``, so an import is
   idempotent (seqs already journaled with equal bytes are skipped and counted) and a second
   import, or a live ``serve`` appending the same journal, is harmless.
-* Continuity is checked on every line (``hl.ContinuityChecker``: height + 1, ``parent_round``
-  = previous ``round``, time never backwards). A height gap is recorded as missing and the
+* Continuity is checked on every line (``hl.check_link``: height + 1, ``parent_round``
+  = previous ``round``, time never backwards), on the chain fields ``hl.scan.scan_link`` finds
+  without parsing the line (``decode_header`` where it cannot, and for any link that looks
+  broken). A height gap is recorded as missing and the
   import goes on; any other broken link stops the import before that line, with an error
   naming the seq and the object. A line that is not a block is journaled unchanged (the feed
-  never filters), with ingest time as its ``ts_ms``, and counted.
+  never filters), with ingest time as its ``ts_ms``, and counted. The scan does not validate
+  what it does not read: a line whose chain fields are intact and link up but whose bundles or
+  responses are not valid JSON is journaled (unchanged, as every line) with its block time,
+  not counted; every other line decode_header refuses still is.
 * A corrupt or truncated object stops the import, naming the object, with nothing of it
   journaled when it is at most ``HOLD_BYTES`` uncompressed (its lines wait until its end is
   checked); of a larger one only lines before the damage, vouched for by block checksums.
@@ -28,7 +33,8 @@ from disksync.archive.readahead import read_ahead
 from disksync.archive.reader import ReadStats, list_files, read_archive
 from disksync.entry import Entry
 from disksync.errors import ArchiveError, ConfigError, ConflictError, DecodeError
-from disksync.hl import ContinuityChecker, decode_header
+from disksync.hl import BlockHeader, check_link, decode_header
+from disksync.hl.scan import scan_link
 from disksync.journal.base import Journal
 from disksync.store import ObjectStore
 
@@ -62,29 +68,47 @@ class _Batch:
 
 
 class _Numbering:
-    """Entries with block times, continuity checked; raises on a broken chain."""
+    """Entries with block times, continuity checked; raises on a broken chain.
+
+    A line's chain fields come from ``scan_link`` (a few finds, not a parse) where the line
+    has the node's layout, else from ``decode_header``; a link that looks broken is judged
+    again on ``decode_header``'s reading, so a break (or a line that is not a block) is
+    decided exactly as a full decode decides it."""
 
     def __init__(self, report: ImportReport) -> None:
         self.report = report
-        self.checker = ContinuityChecker()
+        self.last: BlockHeader | None = None  # the previous line's header, if a block
         self.previous: int | None = None
+        self.scanned = 0  # lines whose header came from the scan
 
     def entry(self, seq: int, line: bytes, now_us: int) -> Entry:
         if self.previous is not None and seq > self.previous + 1:
             self.report.missing.append((self.previous + 1, seq - 1))
-            self.checker.reset()
+            self.last = None
         self.previous = seq
-        try:
-            header = decode_header(line, seq)
-        except DecodeError:
-            self.report.not_blocks += 1
-            self.checker.reset()
-            return Entry(seq, line, now_us // 1000, now_us)
-        for issue in self.checker.feed(header):
-            if issue.kind != "height_gap":
-                where = self.report.read.current
-                raise ArchiveError(f"{where}: continuity broken at seq {seq}: {issue}")
+        header = scan_link(line, seq)
+        if header is not None:
+            self.scanned += 1
+            if self.last is not None and _broken(self.last, header):
+                header = None  # judged by the full decode below
+        if header is None:
+            try:
+                header = decode_header(line, seq)
+            except DecodeError:
+                self.report.not_blocks += 1
+                self.last = None
+                return Entry(seq, line, now_us // 1000, now_us)
+            if self.last is not None:
+                for issue in check_link(self.last, header):
+                    if issue.kind != "height_gap":
+                        where = self.report.read.current
+                        raise ArchiveError(f"{where}: continuity broken at seq {seq}: {issue}")
+        self.last = header
         return Entry(seq, line, header.time_ns // 1_000_000, now_us)
+
+
+def _broken(previous: BlockHeader, current: BlockHeader) -> bool:
+    return any(issue.kind != "height_gap" for issue in check_link(previous, current))
 
 
 def _take(lines: Iterator[tuple[int, bytes]], numbering: _Numbering, batch_bytes: int) -> _Batch:
