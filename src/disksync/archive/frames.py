@@ -28,6 +28,19 @@ BLOCK_LINKED = False  # the lz4 CLI's default (-BD links them): the same ratio, 
 BLOCK_CHECKSUM = True
 
 
+def count_lines(data: bytes | bytearray) -> int:
+    """``data.count(b"\\n")``, by ``find`` (memchr) while lines are long: a block's lines are
+    ~190 KB, where 22 finds per 4 MiB cost nothing and ``count`` cost 0.2x LZ4 itself."""
+    count = 0
+    at = 0
+    for _ in range(64):
+        at = data.find(b"\n", at) + 1
+        if not at:
+            return count
+        count += 1
+    return count + data.count(b"\n", at)
+
+
 class FrameWriter:
     """Compress lines into one frame; ``add`` and ``finish`` return the compressed bytes to
     write next (often empty: LZ4 emits a block once 4 MiB are buffered)."""
@@ -64,7 +77,7 @@ class FrameWriter:
             return b""
         self.lines_sha256.update(data)
         self.lines_bytes += len(data)
-        self.count += data.count(b"\n")
+        self.count += count_lines(data)
         head = self._begin()
         compressed: bytes = self._compressor.compress(data)
         return self._out(head + compressed)
