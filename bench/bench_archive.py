@@ -55,7 +55,6 @@ from disksync.archive.replay import replay_to_data_dir
 from disksync.archive.sources import ArchiveSource, JournalSource
 from disksync.archive.upload import write_archive
 from disksync.entry import Entry
-from disksync.hl.scan import scan_link
 from disksync.journal import open_journal
 from disksync.simulate.blocks import BlockGenerator
 from disksync.store import open_store
@@ -201,21 +200,15 @@ def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int
 def do_import(root: Path, journal_path: Path, *, scan: bool = True) -> None:
     """``scan=False``: every header by ``decode_header`` (the importer before ``scan_link``)."""
     remove_journal(journal_path)
-    from disksync.archive import importer
-
-    importer.scan_link = importer.scan_link if scan else _no_scan  # type: ignore[assignment]
 
     async def run() -> None:
         journal = open_journal(f"sqlite:{journal_path}")
         try:
-            await import_archive(open_store(str(root)), journal)
+            await import_archive(open_store(str(root)), journal, scan_headers=scan)
         finally:
             await journal.close()
 
-    try:
-        asyncio.run(run())
-    finally:
-        importer.scan_link = scan_link
+    asyncio.run(run())
 
 
 def import_read_side(root: Path, *, scan: bool = True) -> None:
@@ -223,19 +216,11 @@ def import_read_side(root: Path, *, scan: bool = True) -> None:
     from disksync.archive import importer
     from disksync.archive.reader import read_archive
 
-    importer.scan_link = importer.scan_link if scan else _no_scan  # type: ignore[assignment]
-    try:
-        report = importer.ImportReport()
-        numbering = importer._Numbering(report)
-        lines = read_archive(open_store(str(root)), None, None, report.read)
-        while not importer._take(lines, numbering, BATCH_BYTES).done:
-            pass
-    finally:
-        importer.scan_link = scan_link
-
-
-def _no_scan(line: bytes, seq: int | None = None) -> None:
-    return None
+    report = importer.ImportReport()
+    numbering = importer._Numbering(report, scan=scan)
+    lines = read_archive(open_store(str(root)), None, None, report.read)
+    while not importer._take(lines, numbering, BATCH_BYTES).done:
+        pass
 
 
 def journal_append_alone(lines: list[tuple[int, bytes, int]], journal_path: Path) -> None:
