@@ -15,9 +15,11 @@ Usage: python bench/bench_archive.py [--mb 400] [--mean-bytes 190000] [--lines-p
    when ``lz4`` is on PATH: bytes and ratio.
 4. bare reference: every ``.lz4`` file of the archive read whole and ``lz4.frame.decompress``-ed
    (MB/s of uncompressed lines), interleaved with each step below, best of ``--rounds``.
-5. import into a fresh SQLite journal; verify archive vs journal and archive vs archive; replay
-   ``--speed max`` into a data dir; each as the CLI runs it (the same functions), MB/s of
-   uncompressed lines and the ratio to the bare reference.
+5. import into a fresh SQLite journal, and again with every header by ``decode_header`` (the
+   importer before ``hl.scan``); import's reading side alone (read, split, number, check; no
+   journal), with the scan and with ``decode_header``; verify archive vs journal and archive
+   vs archive; replay ``--speed max`` into a data dir; each as the CLI runs it (the same
+   functions), MB/s of uncompressed lines and the ratio to the bare reference.
 6. record end to end (unless ``--skip-e2e``): ``disksync record`` following a real
    ``disksync serve`` of that journal from its first seq, until the last full file is in the
    store: its rate against mainnet's.
@@ -195,17 +197,30 @@ def compression_vs_lz4_cli(files: list[Path], work: Path) -> tuple[int, int, int
     return raw, ours, theirs, identical
 
 
-def do_import(root: Path, journal_path: Path) -> None:
+def do_import(root: Path, journal_path: Path, *, scan: bool = True) -> None:
+    """``scan=False``: every header by ``decode_header`` (the importer before ``scan_link``)."""
     remove_journal(journal_path)
 
     async def run() -> None:
         journal = open_journal(f"sqlite:{journal_path}")
         try:
-            await import_archive(open_store(str(root)), journal)
+            await import_archive(open_store(str(root)), journal, scan_headers=scan)
         finally:
             await journal.close()
 
     asyncio.run(run())
+
+
+def import_read_side(root: Path, *, scan: bool = True) -> None:
+    """What import's reading thread does, without a journal: read, split, number, check."""
+    from disksync.archive import importer
+    from disksync.archive.reader import read_archive
+
+    report = importer.ImportReport()
+    numbering = importer._Numbering(report, scan=scan)
+    lines = read_archive(open_store(str(root)), None, None, report.read)
+    while not importer._take(lines, numbering, BATCH_BYTES).done:
+        pass
 
 
 def journal_append_alone(lines: list[tuple[int, bytes, int]], journal_path: Path) -> None:
@@ -395,6 +410,9 @@ def main() -> None:
         # (name, run, copies of the archive it reads: the bare loop reads as many)
         steps: list[tuple[str, Callable[[], object], int]] = [
             ("import", lambda: do_import(root, journal_path), 1),
+            ("import-decode", lambda: do_import(root, journal_path, scan=False), 1),
+            ("read-side", lambda: import_read_side(root), 1),
+            ("read-side-dec", lambda: import_read_side(root, scan=False), 1),
             ("verify-journal", lambda: do_verify(root, f"sqlite:{journal_path}"), 1),
             ("verify-archive", lambda: do_verify(root, str(root)), 2),
             ("replay", lambda: do_replay(root, work / "out"), 1),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import lz4.frame
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from disksync.archive import (
     LineReader,
@@ -16,6 +18,7 @@ from disksync.archive import (
     object_name,
     parse_object_name,
 )
+from disksync.archive.frames import count_lines
 from disksync.archive.naming import file_end, manifest_name, run_name
 from disksync.errors import ArchiveError
 from disksync.simulate import BlockGenerator
@@ -137,3 +140,13 @@ def test_manifest_round_trip_and_bad_manifest() -> None:
         Manifest.from_json(b'{"format": 9}', "m")
     with pytest.raises(ArchiveError, match="manifest m is not"):
         Manifest.from_json(b"nope", "m")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), max_size=200),
+    tail=st.binary(max_size=50).filter(lambda b: b"\n" not in b),
+)
+def test_count_lines_counts_every_newline(lengths: list[int], tail: bytes) -> None:
+    data = b"".join(b"x" * n + b"\n" for n in lengths) + tail
+    assert count_lines(data) == data.count(b"\n") == len(lengths)

@@ -4,11 +4,17 @@ Rules kept here:
 * Seqs go to the journal in ascending order through ``Journal.append``, so an import is
   idempotent (seqs already journaled with equal bytes are skipped and counted) and a second
   import, or a live ``serve`` appending the same journal, is harmless.
-* Continuity is checked on every line (``hl.ContinuityChecker``: height + 1, ``parent_round``
-  = previous ``round``, time never backwards). A height gap is recorded as missing and the
+* Continuity is checked on every line (``hl.check_link``: height + 1, ``parent_round``
+  = previous ``round``, time never backwards), on the chain fields ``hl.scan.scan_link`` finds
+  without parsing the line (``decode_header`` where it cannot, and for any link that looks
+  broken). A height gap is recorded as missing and the
   import goes on; any other broken link stops the import before that line, with an error
   naming the seq and the object. A line that is not a block is journaled unchanged (the feed
-  never filters), with ingest time as its ``ts_ms``, and counted.
+  never filters), with ingest time as its ``ts_ms``, and counted. The scan does not validate
+  what it does not read: a line whose bundles or responses are not valid JSON but whose chain
+  fields, as the scan reads them, link with both neighbours is journaled (unchanged, as every
+  line) with that block time, not counted; every other line decode_header refuses is counted
+  as before (``_Numbering``).
 * A corrupt or truncated object stops the import, naming the object, with nothing of it
   journaled when it is at most ``HOLD_BYTES`` uncompressed (its lines wait until its end is
   checked); of a larger one only lines before the damage, vouched for by block checksums.
@@ -28,7 +34,8 @@ from disksync.archive.readahead import read_ahead
 from disksync.archive.reader import ReadStats, list_files, read_archive
 from disksync.entry import Entry
 from disksync.errors import ArchiveError, ConfigError, ConflictError, DecodeError
-from disksync.hl import ContinuityChecker, decode_header
+from disksync.hl import BlockHeader, check_link, decode_header
+from disksync.hl.scan import scan_link
 from disksync.journal.base import Journal
 from disksync.store import ObjectStore
 
@@ -62,29 +69,94 @@ class _Batch:
 
 
 class _Numbering:
-    """Entries with block times, continuity checked; raises on a broken chain."""
+    """Entries with block times, continuity checked; raises on a broken chain.
 
-    def __init__(self, report: ImportReport) -> None:
+    A line's chain fields come from ``scan_link`` (a few finds, not a parse) where the line
+    has the node's layout and follows a block, else from ``decode_header``. A link that looks
+    broken is judged again on ``decode_header``'s reading of both its lines, and so is the
+    last line before a gap or the end (the scan validates nothing, so a damaged line can
+    carry a number cut short): a break, or a line that is not a block, is decided as a full
+    decode decides it (a line's entry waits for the next link: one line behind). The one
+    difference: a line decode_header refuses whose chain fields, as the scan reads them, link
+    with both neighbours is journaled with that block time and not counted
+    (tests/test_hl_scan.py)."""
+
+    def __init__(self, report: ImportReport, *, scan: bool = True) -> None:
         self.report = report
-        self.checker = ContinuityChecker()
+        self.scan = scan  # False: every header by decode_header (the reference, in bench/tests)
+        self.last: BlockHeader | None = None  # the previous line's header, if a block
+        self.last_line: bytes | None = None  # that line, while its header is the scan's
+        self.pending: Entry | None = None  # the previous line's entry, until it is judged
         self.previous: int | None = None
+        self.scanned = 0  # lines whose header came from the scan
 
-    def entry(self, seq: int, line: bytes, now_us: int) -> Entry:
+    def entry(self, seq: int, line: bytes, now_us: int) -> Entry | None:
+        """Take one line; returns the entry of the line before it (None at the start): a
+        line's entry is final once the next link has judged it (``finish`` gives the last)."""
+        released: Entry | None = None
         if self.previous is not None and seq > self.previous + 1:
             self.report.missing.append((self.previous + 1, seq - 1))
-            self.checker.reset()
+            released = self.finish()  # no later link will judge the line before the gap
+            self.last = None
         self.previous = seq
+        # the scan only where a previous block vouches for what it reads: a first line (of
+        # the import, after a gap or after a line that is not a block) is decoded whole
+        header = scan_link(line, seq) if self.scan and self.last is not None else None
+        if header is not None:
+            self.scanned += 1
+            if self.last is not None and _broken(self.last, header):
+                header = None  # judged by the full decode below
+        scanned = header is not None
+        if header is None:
+            try:
+                header = decode_header(line, seq)
+            except DecodeError:
+                self.report.not_blocks += 1
+                self.last = None
+                return self._push(released, Entry(seq, line, now_us // 1000, now_us), None)
+            if self.last is not None and _broken(self.last, header):
+                self._judge_last()
+            if self.last is not None:
+                for issue in check_link(self.last, header):
+                    if issue.kind != "height_gap":
+                        where = self.report.read.current
+                        raise ArchiveError(f"{where}: continuity broken at seq {seq}: {issue}")
+        self.last = header
+        entry = Entry(seq, line, header.time_ns // 1_000_000, now_us)
+        return self._push(released, entry, line if scanned else None)
+
+    def _push(self, released: Entry | None, entry: Entry, scanned: bytes | None) -> Entry | None:
+        out = released if released is not None else self.pending
+        self.pending, self.last_line = entry, scanned
+        return out
+
+    def finish(self) -> Entry | None:
+        """The last line's entry, judged by ``decode_header`` if the scan read it (at the end,
+        before a gap, or when the import stops)."""
+        self._judge_last()
+        out, self.pending = self.pending, None
+        return out
+
+    def _judge_last(self) -> None:
+        """The previous line by ``decode_header``, if the scan read it: not a block after all
+        (counted, and its entry takes ingest time), or the same values."""
+        if self.last is None or self.last_line is None:
+            return
         try:
-            header = decode_header(line, seq)
+            self.last = decode_header(self.last_line, self.last.seq)
         except DecodeError:
             self.report.not_blocks += 1
-            self.checker.reset()
-            return Entry(seq, line, now_us // 1000, now_us)
-        for issue in self.checker.feed(header):
-            if issue.kind != "height_gap":
-                where = self.report.read.current
-                raise ArchiveError(f"{where}: continuity broken at seq {seq}: {issue}")
-        return Entry(seq, line, header.time_ns // 1_000_000, now_us)
+            self.last = None
+            if self.pending is not None:
+                pending = self.pending
+                self.pending = Entry(
+                    pending.seq, pending.payload, pending.ingest_ts_us // 1000, pending.ingest_ts_us
+                )
+        self.last_line = None
+
+
+def _broken(previous: BlockHeader, current: BlockHeader) -> bool:
+    return any(issue.kind != "height_gap" for issue in check_link(previous, current))
 
 
 def _take(lines: Iterator[tuple[int, bytes]], numbering: _Numbering, batch_bytes: int) -> _Batch:
@@ -93,12 +165,21 @@ def _take(lines: Iterator[tuple[int, bytes]], numbering: _Numbering, batch_bytes
     now_us = time.time_ns() // 1000
     try:
         for seq, line in lines:
-            entries.append(numbering.entry(seq, line, now_us))
-            size += len(line)
+            done = numbering.entry(seq, line, now_us)
+            if done is None:
+                continue
+            entries.append(done)
+            size += len(done.payload)
             if size >= batch_bytes or len(entries) >= BATCH_LINES:
                 return _Batch(entries)
     except Exception as exc:
+        last = numbering.finish()  # the lines before the failure are journaled, as before
+        if last is not None:
+            entries.append(last)
         return _Batch(entries, error=exc, done=True)
+    last = numbering.finish()
+    if last is not None:
+        entries.append(last)
     return _Batch(entries, done=True)
 
 
@@ -110,6 +191,7 @@ async def import_archive(
     to_seq: int | None = None,
     on_progress: Callable[[ImportReport], None] | None = None,
     batch_bytes: int = BATCH_BYTES,
+    scan_headers: bool = True,
 ) -> ImportReport:
     report = ImportReport()
     files = await asyncio.to_thread(list_files, store)
@@ -127,7 +209,7 @@ async def import_archive(
                 "and extend it)"
             )
     lines = read_archive(store, from_seq, to_seq, report.read, hold_bytes=HOLD_BYTES)
-    numbering = _Numbering(report)
+    numbering = _Numbering(report, scan=scan_headers)
     batches = read_ahead(
         lambda: _take(lines, numbering, batch_bytes), _done, ahead=AHEAD, name="import"
     )
