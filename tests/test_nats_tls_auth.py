@@ -6,6 +6,9 @@ written to files) and ``authorization { user, password }``; ``disksync ingest`` 
 A refused password or a certificate the client does not trust is final at the first connect:
 exit 1 with one line saying what to check, at once, not a retry loop until the connect
 timeout (the URLs below allow 120 s: the old code retried for all of it).
+
+Decentralized auth (``?creds=FILE``): a nats-server in operator mode, its operator, account and
+user JWTs made like ``nsc`` makes them (``nats_jwt.py``), a user's ``.creds`` file in the URL.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import trustme
 
 from conftest import disksync_cmd, free_port, scaled
 from disksync.client import Feed
+from nats_jwt import Operator, creds, seed_of
 from nats_server import NatsServer, fresh_name
 from test_client_support import create_key
 from test_nats_e2e import RUN_1, Node, edge_proc, fast_client, ingest_proc, node_line, stopping
@@ -204,3 +208,125 @@ async def _read_until(url: str, last: int) -> list[tuple[int, bytes]]:
     finally:
         await journal.close()
     return got
+
+
+@dataclass
+class OperatorNats:
+    """A nats-server in operator mode (decentralized auth, as ``nsc`` sets it up): account
+    ``DISKSYNC`` with JetStream, a user's ``.creds`` file, and one of a user of another
+    operator's account of the same name (same server address, wrong trust chain)."""
+
+    server: NatsServer
+    creds: Path
+    foreign_creds: Path
+
+    def url(self, creds: Path, **params: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {"creds": str(creds), **params}.items())
+        return f"nats://127.0.0.1:{self.server.port}?{query}"
+
+
+@pytest.fixture(scope="module")
+def operator_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorNats]:
+    root = tmp_path_factory.mktemp("nats-operator")
+    operator = Operator()
+    account = operator.account("DISKSYNC")
+    foreign = Operator().account("DISKSYNC")
+    server = NatsServer(root)
+    server.extra = operator.server_config()
+    server.start()
+    try:
+        yield OperatorNats(
+            server, creds(account, root / "disksync.creds"), creds(foreign, root / "foreign.creds")
+        )
+    finally:
+        server.stop()
+
+
+async def test_a_creds_file_in_the_url_journals_and_serves_every_line(
+    tmp_path: Path, operator_nats: OperatorNats
+) -> None:
+    """``?creds=FILE`` (a user JWT and seed, decentralized auth): an ingest journals a node's
+    lines with it, an edge with it serves them to a client, and the same URL reads them back
+    through ``open_journal``, byte-exact."""
+    journal = operator_nats.url(operator_nats.creds, stream=fresh_name("CREDS"))
+    node = Node(tmp_path / "node")
+    node.new_file(RUN_1, 0)
+    last = 30
+    for height in range(1, last // 2 + 1):
+        node.write(height)
+    state = tmp_path / "edge"
+    state.mkdir()
+    ingest = ingest_proc(tmp_path, "A", node.data_dir, journal)
+    edge = edge_proc(tmp_path, "e1", journal, state)
+    got: list[tuple[int, bytes]] = []
+    with stopping([ingest, edge], got):
+        ingest.start()
+        edge.start()
+        _, key = create_key(state)
+        wait_edge_ready(edge)
+
+        async def follow() -> None:
+            async with Feed(fast_client([edge.url], key)) as feed:
+                async for command in feed:
+                    got.append((command.seq, command.payload))
+                    if command.seq >= last:
+                        return
+
+        async with asyncio.timeout(scaled(60)):
+            client = asyncio.create_task(follow())
+            for height in range(last // 2 + 1, last + 1):
+                await asyncio.to_thread(node.write, height)
+                await asyncio.sleep(0.01)
+            await client
+        expected = [(seq, node_line(seq)) for seq in range(1, last + 1)]
+        assert got == expected
+        assert await _read_until(journal, last) == expected
+        assert ingest.alive() and edge.alive()
+    for proc in (ingest, edge):
+        assert "Traceback" not in proc.log()
+
+
+def test_a_creds_file_the_server_does_not_trust_is_final_at_first_connect(
+    tmp_path: Path, operator_nats: OperatorNats
+) -> None:
+    """A user signed by another operator's account: ingest, serve and keys exit 1 at once with
+    one line naming the refusal and the creds file, never its seed. A file with the seed but no
+    user JWT (nats-py's reader loops forever on it, blocking the event loop) is refused before
+    connecting."""
+    node = tmp_path / "node"
+    (node / "replica_cmds").mkdir(parents=True)
+    foreign = operator_nats.foreign_creds
+    seed_only = tmp_path / "seed-only.creds"
+    seed_only.write_text(foreign.read_text().split("------END NATS USER JWT------")[1])
+    patient = {"connect_timeout_s": "120"}
+    journal = operator_nats.url(foreign, stream=fresh_name("R"), **patient)
+    seed_only_journal = operator_nats.url(seed_only, stream=fresh_name("R"), **patient)
+    refused = "refused the credentials"
+    expected = {"ingest": refused, "serve": refused, "keys": refused,
+                "ingest, no JWT": "is not a usable .creds file (no user JWT block)"}  # fmt: skip
+    runs = {
+        "ingest": _start(["ingest", "--journal", journal, "--data-dir", str(node),
+                          "--state-dir", str(tmp_path / "i")]),
+        "serve": _start(["serve", "--journal", journal, "--state-dir", str(tmp_path / "s"),
+                         "--listen", f"127.0.0.1:{free_port()}"]),
+        "keys": _start(["keys", "list", "--keys",
+                        operator_nats.url(foreign, bucket="k", **patient)]),
+        "ingest, no JWT": _start(["ingest", "--journal", seed_only_journal,
+                                  "--data-dir", str(node), "--state-dir", str(tmp_path / "j")]),
+    }  # fmt: skip
+    try:
+        outcomes = {w: (run.wait(scaled(60)), run.communicate()[1]) for w, run in runs.items()}
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    seeds = (seed_of(foreign), seed_of(operator_nats.creds))
+    for what, (code, stderr) in outcomes.items():
+        lines = [line for line in stderr.decode().splitlines() if " info " not in line]
+        assert code == 1, (what, stderr)
+        assert len(lines) == 1, (what, lines)
+        assert lines[0].startswith("disksync: error: NATS at "), (what, lines)
+        assert expected[what] in lines[0], (what, lines)
+        assert str(seed_only if "JWT" in what else foreign) in lines[0], (what, lines)
+        assert not any(seed in stderr.decode() for seed in seeds), what

@@ -15,6 +15,9 @@ Rules kept here:
   ``NatsRefused`` at once, with what to check, instead of retrying until the timeout (retrying
   cannot fix a configuration). Once connected, the same errors on a reconnect are retried and
   logged (a server being reconfigured may refuse for a moment).
+* A ``.creds`` file is checked before the first connect (a user JWT block and a valid seed):
+  nats-py reads it only inside its handshake, where a file without the JWT block loops forever
+  and one without a seed fails with a ``TypeError``. No error message ever holds the seed.
 """
 
 from __future__ import annotations
@@ -55,8 +58,14 @@ class NatsRefused(DisksyncError):
     re-raise it in their own error family (``JournalError``, ``KeyStoreError``)."""
 
 
-def refusal(exc: BaseException, described: str) -> str | None:
-    """What to tell the operator when ``exc`` (seen while connecting) is final, else None."""
+_CHECK_CREDENTIALS = "the user and password (or token, ?creds=FILE) in the URL"
+
+
+def refusal(
+    exc: BaseException, described: str, *, credentials: str = _CHECK_CREDENTIALS
+) -> str | None:
+    """What to tell the operator when ``exc`` (seen while connecting) is final, else None.
+    ``credentials`` names what to check when the server refuses them (never a secret)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or str(exc)
         return (
@@ -69,10 +78,7 @@ def refusal(exc: BaseException, described: str) -> str | None:
         isinstance(exc, nats.errors.Error) and any(t in str(exc).lower() for t in _REFUSED_AUTH)
     ):
         why = str(exc).removeprefix("nats: ").strip("'") or "Authorization Violation"
-        return (
-            f"NATS at {described} refused the credentials ({why}); check the user and "
-            "password (or token, ?creds=FILE) in the URL"
-        )
+        return f"NATS at {described} refused the credentials ({why}); check {credentials}"
     return None
 
 
@@ -152,10 +158,52 @@ def ssl_context_for(target: NatsTarget) -> ssl.SSLContext | None:
     return context
 
 
+def check_creds(path: Path, described: str) -> None:
+    """``NatsRefused`` unless ``path`` is a ``.creds`` file nats-py can sign with."""
+    try:
+        import nkeys  # type: ignore[import-untyped]
+    except ImportError:
+        raise NatsRefused("?creds=FILE needs the nkeys package: pip install nkeys") from None
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise NatsRefused(f"cannot read the creds file {path}: {exc.strerror}") from None
+
+    def after(marker: bytes) -> bytes:
+        for at, line in enumerate(lines[:-1]):
+            if marker in line:
+                return lines[at + 1].strip()
+        return b""
+
+    jwt, seed = after(b"BEGIN NATS USER JWT"), after(b"BEGIN USER NKEY SEED")
+    problem = None
+    if jwt.count(b".") != 2:
+        problem = "no user JWT block"
+    elif not seed:
+        problem = "no user seed block"
+    else:
+        try:
+            nkeys.from_seed(bytearray(seed)).wipe()
+        except Exception:
+            problem = "its seed is not an nkey seed"
+    if problem is not None:
+        raise NatsRefused(
+            f"NATS at {described}: {path} is not a usable .creds file ({problem}); make one "
+            "with `nsc generate creds`"
+        )
+
+
 async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Client:
     """Connect (first attempt bounded by ``connect_timeout_s``), then reconnect forever.
     ``NatsRefused`` when the server refuses the first connect (credentials, TLS)."""
     described = target.describe()
+    check = (
+        f"the creds file {target.creds} (a user of an account this server's operator signed)"
+        if target.creds
+        else _CHECK_CREDENTIALS
+    )
+    if target.creds is not None:
+        check_creds(target.creds, described)
     nc = Client()
     connected = False
     refused: str | None = None
@@ -179,7 +227,7 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         if refused is not None:
             return  # closing after a refusal
         if not connected:
-            refused = refusal(exc, described)
+            refused = refusal(exc, described, credentials=check)
             if refused is not None:
                 # Raised inside nats-py's connect loop, before it retries: it ends the loop.
                 raise NatsRefused(refused)
