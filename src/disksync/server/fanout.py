@@ -213,17 +213,24 @@ class Fanout:
     # ---- catch-up source -----------------------------------------------------------------
 
     def ring_frames(self, next_seq: int, budget: int) -> list[FrameItem] | None:
-        """Ring items from ``next_seq`` within ``budget`` bytes (at least one item); ``None``
-        when ``next_seq`` is older than the frame cache."""
-        index = self.ring.cached_index_of(next_seq)
-        if index is None:
+        """Ring items from ``next_seq`` within ``budget`` bytes (at least one item), stopping
+        before a hole in seqs; ``None`` when the frame cache does not hold ``next_seq`` itself
+        (older than the cache, or in a hole the journal may have filled since: ``ring.py``)."""
+        ring = self.ring
+        if not ring.holds(next_seq):
             return None
-        items = self.ring.items
+        items = ring.items
+        index = ring.cached_index_of(next_seq)
+        assert index is not None
         out: list[FrameItem] = []
         total = 0
+        expected = next_seq
         for i in range(index, len(items)):
             item = items[i]
+            if item.seq != expected:
+                break  # a hole: the journal answers for it (filled or not)
             out.append(item)
+            expected += 1
             total += item.size
             if total >= budget:
                 break
