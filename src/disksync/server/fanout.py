@@ -216,12 +216,10 @@ class Fanout:
         """Ring items from ``next_seq`` within ``budget`` bytes (at least one item), stopping
         before a hole in seqs; ``None`` when the frame cache does not hold ``next_seq`` itself
         (older than the cache, or in a hole the journal may have filled since: ``ring.py``)."""
-        ring = self.ring
-        if not ring.holds(next_seq):
+        index = self.ring.cached_index_of(next_seq)
+        items = self.ring.items
+        if index is None or index >= len(items) or items[index].seq != next_seq:
             return None
-        items = ring.items
-        index = ring.cached_index_of(next_seq)
-        assert index is not None
         out: list[FrameItem] = []
         total = 0
         expected = next_seq

@@ -250,9 +250,11 @@ class FeedSession:
         # The leading entries the ring cannot serve (older than its cache, or filled into a
         # hole it has): the ring takes over at the first seq it holds (ring.py).
         ring = self.fanout.ring
+        cached_from = ring.first_cached_seq
         wanted: list[Entry] = []
         for entry in entries:
-            if ring.holds(entry.seq):
+            # Older than the cache: a compare. Inside it, a lookup (the first is usually held).
+            if cached_from is not None and entry.seq >= cached_from and ring.holds(entry.seq):
                 break
             wanted.append(entry)
         if not wanted:
