@@ -223,3 +223,23 @@ async def test_the_gaps_to_fill_survive_a_kill_9_of_serve(tmp_path: Path) -> Non
         assert await backfill(ours.port, key) == NODE
     finally:
         ours.kill()
+
+
+async def test_a_stalled_heal_source_costs_a_fill_round_its_timeout_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    from test_ingest_heal import Stalled
+
+    registry = CollectorRegistry()
+    async with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        ingest = Ingest(
+            journal, tmp_path, registry=registry, heal_from=Stalled(), heal_grace_s=0.1,
+            heal_fill=FillOptions(batch_timeout_s=0.2),
+        )  # fmt: skip
+        await ingest.ingest(entries(START + 1, START + 40))
+        await ingest.ingest(entries(START + 61, START + 100))
+        assert ingest.filler is not None
+        assert await asyncio.wait_for(ingest.filler.round(), scaled(10)) == 0
+        assert await journal.gaps() == [(START + 41, START + 60)]
+    assert metric(registry, "disksync_ingest_fill_failures_total") == 1
+    assert metric(registry, "disksync_ingest_filled_seqs_total") == 0

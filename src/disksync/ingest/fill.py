@@ -15,8 +15,9 @@ Rules kept here:
 * Bounded backoff: a round that fills nothing waits longer before the next (``retry_s``, the
   last step repeated forever: a hole no copy ever gets costs one look per gap per step); a round
   that fills something, or a new gap noted by the ingest (``wake``), starts over at the first.
-* The source is trusted for bytes, never for positions: a seq outside the gap or out of order
-  ends that gap's attempt (logged). A batch that takes longer than ``batch_timeout_s`` ends it.
+* The source is trusted for bytes, never for positions: a seq out of order ends that gap's
+  attempt (logged), one past the gap ends it quietly, and ``fill`` itself refuses a seq outside
+  a recorded gap. A batch that takes longer than ``batch_timeout_s`` ends it.
 * Every fill is logged (``filled N of M missing seq(s) A..B from SRC, for history``) and counted
   (``disksync_ingest_filled_seqs_total``). Different bytes at a seq someone else journaled
   first is the alarm (``disksync_ingest_fill_conflicts_total``, error log); the journaled
@@ -168,7 +169,10 @@ class Filler:
                 entries: list[Entry] = []
                 stray = None
                 for seq, line in batch:
-                    if seq < expected or seq > last:
+                    if seq > last:
+                        expected = last + 1  # past the gap: done with it (a source may go on)
+                        break
+                    if seq < expected:
                         stray = seq
                         break
                     entries.append(entry_of(seq, line, now_us))
@@ -181,7 +185,7 @@ class Filler:
                         high = entries[-1].seq
                 if stray is not None:
                     log.warning(
-                        "gap fill from %s: it gave seq %d outside %d..%d or out of order; "
+                        "gap fill from %s: it gave seq %d out of order (expected %d..%d); "
                         "stopping there",
                         source.name,
                         stray,
