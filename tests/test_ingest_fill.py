@@ -76,11 +76,13 @@ async def test_a_hole_the_archive_gets_only_later_is_filled_in_below_the_head(
         assert metric(registry, "disksync_ingest_gap_seqs_total") == 22
         filler = ingest.filler
         assert filler is not None
+        assert await journal.gap_totals() == (2, 22)
         # one gap per round: the next round goes on after it, then wraps round to the first
         assert [await filler.round() for _ in range(2)] == [0, 0]  # nothing to be had yet
         upload(root, tmp_path / "spool1", START + 41, START + 50)  # part of the hole, later
         assert [await filler.round() for _ in range(2)] == [10, 0]
         assert await journal.gaps() == [(START + 51, START + 60), (START + 101, START + 102)]
+        assert metric(registry, "disksync_ingest_open_gap_seqs") == 12
         upload(root, tmp_path / "spool2", START + 51, START + 102)  # the rest, later still
         assert [await filler.round() for _ in range(2)] == [2, 10]
         assert await journal.gaps() == []
@@ -89,6 +91,7 @@ async def test_a_hole_the_archive_gets_only_later_is_filled_in_below_the_head(
     got = await journaled(path)
     assert got == [(s, GEN.block_bytes(s)) for s in range(START + 1, START + 111)]
     assert metric(registry, "disksync_ingest_filled_seqs_total") == 22
+    assert metric(registry, "disksync_ingest_open_gaps") == 0
     assert metric(registry, "disksync_ingest_fill_conflicts_total") == 0
 
 

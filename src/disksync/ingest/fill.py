@@ -19,9 +19,11 @@ Rules kept here:
   attempt (logged), one past the gap ends it quietly, and ``fill`` itself refuses a seq outside
   a recorded gap. A batch that takes longer than ``batch_timeout_s`` ends it.
 * Every fill is logged (``filled N of M missing seq(s) A..B from SRC, for history``) and counted
-  (``disksync_ingest_filled_seqs_total``). Different bytes at a seq someone else journaled
-  first is the alarm (``disksync_ingest_fill_conflicts_total``, error log); the journaled
-  version is kept. Nothing here stops the ingest: failures are logged and retried.
+  (``disksync_ingest_filled_seqs_total``); what is still missing is a gauge after every round
+  (``disksync_ingest_open_gaps``, ``disksync_ingest_open_gap_seqs``). Different bytes at a seq
+  someone else journaled first is the alarm (``disksync_ingest_fill_conflicts_total``, error
+  log); the journaled version is kept. Nothing here stops the ingest: failures are logged and
+  retried.
 * ``kill -9`` at any moment is harmless: each ``fill`` call is one transaction, the gaps left
   are in the journal, and the next start goes on from them.
 """
@@ -35,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from disksync.entry import Entry
 from disksync.errors import ConflictError, JournalError
@@ -75,6 +77,16 @@ class FillMetrics:
         self.conflicts = Counter(
             "disksync_ingest_fill_conflicts",
             "ALARM: the heal source gave different bytes for a seq already journaled",
+            registry=registry,
+        )
+        self.open_gaps = Gauge(
+            "disksync_ingest_open_gaps",
+            "Recorded gaps in the journal still missing seqs (as of the last fill round)",
+            registry=registry,
+        )
+        self.open_gap_seqs = Gauge(
+            "disksync_ingest_open_gap_seqs",
+            "Seqs still missing in the journal's recorded gaps (as of the last fill round)",
             registry=registry,
         )
         self.failures = Counter(
@@ -139,6 +151,9 @@ class Filler:
             upto = min(last, first + budget - 1)
             budget -= upto - first + 1
             filled += await self._fill_gap(first, upto, last - first + 1)
+        count, seqs = await self._journal.gap_totals()
+        self._metrics.open_gaps.set(count)
+        self._metrics.open_gap_seqs.set(seqs)
         return filled
 
     async def _fill_gap(self, first: int, last: int, missing: int) -> int:

@@ -18,8 +18,8 @@ Rules every backend keeps (the contract suite in ``tests/journal_contract.py`` c
 A journal that can fill a hole later, for history (``Fillable``: the SQLite journal; JetStream's
 stream sequence is the height, so nothing can be inserted below its head there) also keeps:
 * ``gaps(after, limit)`` lists the recorded gaps (runs of seqs an append jumped over, still
-  missing), ascending, ``first > after``. They survive restarts; retention drops the ones below
-  its cut.
+  missing), ascending, ``first > after``; ``gap_totals()`` counts them and their seqs. They
+  survive restarts; retention drops the ones below its cut.
 * ``fill(entries)`` inserts entries (ascending) inside recorded gaps, below the head, in one
   transaction; the head, ``follow`` and live followers do not see them (they are past them),
   every later ``read`` does. Equal bytes at a journaled seq are a duplicate (a retry is
@@ -80,3 +80,5 @@ class Fillable(Protocol):
     async def fill(self, entries: Sequence[Entry]) -> FillResult: ...
 
     async def gaps(self, after: int = -1, limit: int = 64) -> list[tuple[int, int]]: ...
+
+    async def gap_totals(self) -> tuple[int, int]: ...

@@ -282,6 +282,11 @@ class SqliteJournal:
         self._start()
         return await self._on_reader(store.gaps, after, limit)
 
+    async def gap_totals(self) -> tuple[int, int]:
+        """(recorded gaps, seqs still missing in them)."""
+        self._start()
+        return await self._on_reader(store.gap_totals)
+
     async def get(self, seq: int) -> Entry | None:
         """The entry at ``seq``, or ``None`` if the journal does not hold it (not yet written,
         or an upstream gap). ``RetentionError`` if retention dropped it."""

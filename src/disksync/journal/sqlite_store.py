@@ -407,6 +407,19 @@ def gaps(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, in
     return [(int(first), int(last)) for first, last in rows]
 
 
+def gap_totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(recorded gaps, seqs in them). Walks the ``gaps`` table: a row per node panic, small; not
+    for a hot path (the filler asks once per round)."""
+    conn.execute("BEGIN")
+    try:
+        count, seqs = conn.execute(
+            "SELECT count(*), coalesce(sum(last - first + 1), 0) FROM gaps"
+        ).fetchone()
+    finally:
+        conn.execute("COMMIT")
+    return int(count), int(seqs)
+
+
 def _split_known(
     conn: sqlite3.Connection, entries: Sequence[Entry], before: Snapshot
 ) -> tuple[Sequence[Entry], int]:
