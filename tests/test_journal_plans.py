@@ -57,6 +57,9 @@ def _scans(conn: sqlite3.Connection, statement: str) -> list[str]:
 HOT_PATHS: dict[str, Callable[[sqlite3.Connection], object]] = {
     "append (new)": lambda c: store.append(c, _entries(ROWS + 1, 3)),
     "append (duplicates and new)": lambda c: store.append(c, _entries(ROWS - 5, 10)),
+    "append (a jump: a gap recorded)": lambda c: store.append(c, _entries(ROWS + 50, 3)),
+    "fill (into a recorded gap)": lambda c: _fill(c),
+    "gaps (the filler's listing)": lambda c: store.gaps(c, -1, 16),
     "read": lambda c: store.read(c, 1500, 256, None),
     "read (max_bytes)": lambda c: store.read(c, 1500, 256, 4096),
     "read (below retention)": lambda c: _retention_error(c, lambda: store.read(c, 1, 10, None)),
@@ -72,6 +75,11 @@ HOT_PATHS: dict[str, Callable[[sqlite3.Connection], object]] = {
         ),
     ),
 }
+
+
+def _fill(conn: sqlite3.Connection) -> None:
+    store.append(conn, _entries(ROWS + 50, 3))
+    store.fill(conn, _entries(ROWS + 10, 5))
 
 
 def _retention_error(conn: sqlite3.Connection, call: Callable[[], object]) -> None:

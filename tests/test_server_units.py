@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import zstandard
+from prometheus_client import CollectorRegistry
 
 from disksync.entry import Entry
+from disksync.journal import SqliteJournal
 from disksync.protocol import (
     OP_TEXT,
     encode_replica_cmd,
@@ -15,6 +18,7 @@ from disksync.protocol import (
     replica_cmd_frame,
     ws_frame,
 )
+from disksync.server.fanout import Fanout, LagLimits
 from disksync.server.handshake import (
     FEED_PARAMS,
     Rejected,
@@ -23,6 +27,7 @@ from disksync.server.handshake import (
     parse_target,
     websocket_accept,
 )
+from disksync.server.metrics import ServerMetrics
 from disksync.server.ring import Ring, build_frame, wire_size
 
 
@@ -86,6 +91,28 @@ def test_ring_lookup_with_upstream_gaps_and_backlog() -> None:
     assert ring.backlog_wire(15) == 2 * wire_size(100)
     assert ring.backlog_wire(17) == 0
     assert ring.backlog_wire(3) is None
+
+
+async def test_ring_catch_up_stops_before_a_hole_the_journal_may_have_filled(
+    tmp_path: Path,
+) -> None:
+    # The ring holds what the follower saw: 10..11 and 15..16, a hole between. A fill of 12..14
+    # later (for history) never reaches the ring, so the ring serves no run across the hole and
+    # a catch-up standing in it is handed to the journal (session.py reads it there).
+    ring = Ring(max_entries=10, max_bytes=1 << 20)
+    for seq in (10, 11, 15, 16):
+        ring.append(entry(seq))
+    assert [ring.holds(s) for s in range(9, 18)] == [
+        False, True, True, False, False, False, True, True, False,
+    ]  # fmt: skip
+    limits = LagLimits(max_lag_seqs=100, max_lag_bytes=1 << 20, high_water=1 << 16, grace_s=1.0)
+    async with SqliteJournal(tmp_path / "j.db") as journal:
+        fanout = Fanout(journal, ring, limits, ServerMetrics(CollectorRegistry()))
+        got = fanout.ring_frames(10, 1 << 20)
+        assert got is not None and [item.seq for item in got] == [10, 11]
+        assert fanout.ring_frames(12, 1 << 20) is None
+        got = fanout.ring_frames(15, 1 << 20)
+        assert got is not None and [item.seq for item in got] == [15, 16]
 
 
 def test_frames_are_built_once_and_shared() -> None:

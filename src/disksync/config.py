@@ -110,6 +110,8 @@ class ServeSettings:
     heal_api_key: str | None = None  # the heal feed's key
     heal_ca: Path | None = None  # CA file for a wss:// heal feed
     heal_grace_s: PositiveFloat = 5.0
+    # holes past the grace: recorded gaps retried, backing off up to this (0 = not filled later)
+    heal_retry_max_s: NonNegativeFloat = 60.0
     # journal
     retention_max_age_s: PositiveFloat | None = None
     retention_max_bytes: PositiveInt | None = None

@@ -137,6 +137,7 @@ SOURCE_SETTING_FLAGS = (
     "stall_after_s",
     "heal_from",
     "heal_grace_s",
+    "heal_retry_max_s",
 )
 
 PROGRESS_EVERY_S = 5.0
@@ -163,6 +164,12 @@ def add_source_flags(
         help="heights the node skips are fetched from here first: a feed URL or an archive ROOT",
     )
     p.add_argument("--heal-grace-s", type=float, help="wait per heal batch (default 5)")
+    p.add_argument(
+        "--heal-retry-max-s",
+        type=float,
+        help="holes past the grace are filled in later, for history, retried with backoff up "
+        "to this (default 60; 0: not filled later)",
+    )
     p.add_argument(
         "--no-inotify",
         action="store_true",

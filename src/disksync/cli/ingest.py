@@ -46,6 +46,7 @@ from disksync.cli.common import (
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.errors import ConfigError
 from disksync.ingest import Ingest, first_failure
+from disksync.ingest.fill import FillOptions
 from disksync.journal import JetStreamJournal, Journal, Retention, open_journal
 from disksync.nats.status import StatusPublisher
 
@@ -196,6 +197,7 @@ async def run_ingest(
             stall_after_s=settings.stall_after_s,
             heal_from=heal_source(settings),
             heal_grace_s=settings.heal_grace_s,
+            heal_fill=FillOptions.retrying_at_most(settings.heal_retry_max_s),
         )
         if isinstance(journal, JetStreamJournal):
             nc, _, _ = await journal.connection()  # JournalError (exit 1) if NATS is down

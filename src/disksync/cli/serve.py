@@ -48,6 +48,7 @@ from disksync.cli.common import (
 from disksync.config import ServeSettings, parse_listen, parse_start
 from disksync.entry import SourceStatus
 from disksync.ingest import Ingest, first_failure
+from disksync.ingest.fill import FillOptions
 from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.nats.status import StatusPublisher, StatusWatcher
@@ -187,6 +188,7 @@ async def run_serve(
             stall_after_s=settings.stall_after_s,
             heal_from=heal_source(settings),
             heal_grace_s=settings.heal_grace_s,
+            heal_fill=FillOptions.retrying_at_most(settings.heal_retry_max_s),
         )
     elif not isinstance(journal, JetStreamJournal):
         log.warning(

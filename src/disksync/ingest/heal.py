@@ -17,8 +17,8 @@ Rules kept here:
   (logged): a source is trusted for bytes, never for positions.
 * Every heal is logged (range asked, seqs healed, from where) and counted
   (``disksync_ingest_healed_seqs_total``, ``disksync_ingest_heal_failures_total``).
-* Filling a hole later, for history, after later seqs were journaled is not done here: the
-  journal only grows forward (see docs/ARCHIVE.md, "Healing").
+* Filling a hole later, for history, after later seqs were journaled is ``ingest.fill``'s (a
+  background task on the gaps the journal recorded; docs/ARCHIVE.md, "Healing").
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ class HealResult:
     healed: int
     last_seq: int | None  # the last seq journaled by the heal (None: nothing)
     failed: bool = False  # the source stalled, failed or gave a stray seq (logged)
+
+
+def entry_of(seq: int, line: bytes, now_us: int) -> Entry:
+    """A line from a heal source as the node's would be journaled: block time as ``ts_ms``
+    (ingest time for a line without one), ingest time ``now_us``."""
+    ts_ms = block_meta(line).ts_ms
+    return Entry(seq, line, now_us // 1000 if ts_ms is None else ts_ms, now_us)
 
 
 async def heal(
@@ -90,8 +97,7 @@ async def heal(
                 if seq != expected:
                     stray = seq
                     break
-                ts_ms = block_meta(line).ts_ms
-                entries.append(Entry(seq, line, now_us // 1000 if ts_ms is None else ts_ms, now_us))
+                entries.append(entry_of(seq, line, now_us))
                 expected += 1
                 if expected > last:
                     break

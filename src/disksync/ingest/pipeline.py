@@ -11,7 +11,10 @@ Rules kept here:
 * A forward jump in seq is a real upstream gap: what exists is published, the gap is logged
   and counted (``disksync_ingest_gap_seqs_total`` = missing seqs). With a heal source
   (``heal``), the missing seqs are first asked from it and journaled in order before the
-  later ones; only what it lacks is a gap (``ingest.heal``).
+  later ones; only what it lacks is a gap (``ingest.heal``). On a journal that records its
+  gaps (``Fillable``: SQLite), a background task keeps asking the heal source for them and
+  fills them in below the head, for history (``ingest.fill``); on JetStream (no insert below
+  the head) that is said once at start and the holes stay gap markers.
 * Appends are batched (whatever the tailer has, bounded in bytes and lines), so catching up is
   fast while a single live line is appended the moment it is read. Reading and appending are
   two tasks joined by a queue of at most two batches; a source error travels through that
@@ -32,8 +35,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import ConflictError, DiskFullError, RetentionError
+from disksync.ingest.fill import Filler, FillOptions
 from disksync.ingest.heal import HealSource, heal
-from disksync.journal.base import AppendResult, Journal
+from disksync.journal.base import AppendResult, Fillable, Journal
 from disksync.source import SourceMetrics, Tailer, TailerConfig
 
 log = logging.getLogger(__name__)
@@ -148,6 +152,7 @@ class Ingest:
         on_appended: Callable[[Sequence[Entry]], None] | None = None,
         heal_from: HealSource | None = None,
         heal_grace_s: float = 5.0,
+        heal_fill: FillOptions | None = None,
     ) -> None:
         registry = registry if registry is not None else CollectorRegistry()
         self._journal = journal
@@ -161,6 +166,12 @@ class Ingest:
         self._on_appended = on_appended
         self._heal_from = heal_from
         self._heal_grace_s = heal_grace_s
+        # Fill-later: on whenever there is a heal source and the journal can fill.
+        self.filler: Filler | None = None
+        fill = heal_fill or FillOptions()
+        if heal_from is not None and fill.enabled and isinstance(journal, Fillable):
+            self.filler = Filler(journal, heal_from, registry, fill, wall_ns=wall_ns)
+        self._fill_enabled = fill.enabled
         self._tailer: Tailer | None = None
         self._last_seq: int | None = None
         self._lag_ms: int | None = None
@@ -219,11 +230,22 @@ class Ingest:
         self._tailer = Tailer(
             self._data_dir, start, self._tailer_config, self._source_metrics, wall_ns=self._wall_ns
         )
+        if self._heal_from is not None and self.filler is None and self._fill_enabled:
+            log.warning(
+                "heal_from %s: holes the heal source cannot give within the grace cannot be "
+                "filled in later on this journal (%s cannot insert below its head); they stay "
+                "gaps. `disksync import` of an archive into a new journal gives history "
+                "without them",
+                self._heal_from.name,
+                type(self._journal).__name__,
+            )
         queue: _BatchQueue = asyncio.Queue(maxsize=_QUEUE_BATCHES)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(self._tailer, queue))
                 group.create_task(self._append_loop(queue))
+                if self.filler is not None:
+                    group.create_task(self.filler.run())
         except BaseExceptionGroup as group_error:
             raise first_failure(group_error) from None
 
@@ -416,3 +438,5 @@ class Ingest:
             last,
             seq,
         )
+        if self.filler is not None:
+            self.filler.wake()

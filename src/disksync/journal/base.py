@@ -14,6 +14,17 @@ Rules every backend keeps (the contract suite in ``tests/journal_contract.py`` c
 * ``follow(start)`` yields every entry with ``seq >= start``: history first, then live entries as
   they are appended (by this process or another one), with no gap and no duplicate.
 * ``bounds()`` is cheap. Retention (age and/or total bytes) only ever drops the oldest entries.
+
+A journal that can fill a hole later, for history (``Fillable``: the SQLite journal; JetStream's
+stream sequence is the height, so nothing can be inserted below its head there) also keeps:
+* ``gaps(after, limit)`` lists the recorded gaps (runs of seqs an append jumped over, still
+  missing), ascending, ``first > after``; ``gap_totals()`` counts them and their seqs. They
+  survive restarts; retention drops the ones below its cut.
+* ``fill(entries)`` inserts entries (ascending) inside recorded gaps, below the head, in one
+  transaction; the head, ``follow`` and live followers do not see them (they are past them),
+  every later ``read`` does. Equal bytes at a journaled seq are a duplicate (a retry is
+  harmless); different bytes raise ``ConflictError`` and write nothing; a seq neither journaled
+  nor inside a recorded gap raises ``JournalError`` and writes nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +53,13 @@ class AppendResult:
     appended_bytes: int  # payload bytes of the entries written (not of the duplicates)
 
 
+@dataclass(frozen=True, slots=True)
+class FillResult:
+    filled: int  # entries inserted into gaps
+    duplicates: int  # entries whose seq was already journaled with equal bytes
+    filled_bytes: int
+
+
 @runtime_checkable
 class Journal(Protocol):
     async def append(self, entries: Sequence[Entry]) -> AppendResult: ...
@@ -55,3 +73,12 @@ class Journal(Protocol):
     async def bounds(self) -> Bounds: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Fillable(Protocol):
+    async def fill(self, entries: Sequence[Entry]) -> FillResult: ...
+
+    async def gaps(self, after: int = -1, limit: int = 64) -> list[tuple[int, int]]: ...
+
+    async def gap_totals(self) -> tuple[int, int]: ...

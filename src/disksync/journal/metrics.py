@@ -41,6 +41,11 @@ class JournalMetrics:
             "Heights published as gap markers (JetStream: missing upstream after the grace)",
             registry=registry,
         )
+        self.filled = Counter(
+            "disksync_journal_filled_entries",
+            "Entries inserted below the head into recorded gaps (fill, for history)",
+            registry=registry,
+        )
         self.trimmed = Counter(
             "disksync_journal_trimmed_entries", "Entries dropped by retention", registry=registry
         )

@@ -45,7 +45,7 @@ from disksync.diskspace import describe, is_disk_full
 from disksync.entry import Bounds, Entry
 from disksync.errors import ConflictError, DiskFullError, JournalError
 from disksync.journal import sqlite_store as store
-from disksync.journal.base import AppendResult, Retention
+from disksync.journal.base import AppendResult, FillResult, Retention
 from disksync.journal.metrics import JournalMetrics
 from disksync.journal.sqlite_upkeep import Checkpoints, RetentionRunner
 from disksync.journal.sqlite_watch import Watcher
@@ -249,6 +249,43 @@ class SqliteJournal:
         await asyncio.to_thread(self._shutdown_threads)
 
     # -- extensions -----------------------------------------------------------------------------
+
+    async def fill(self, entries: Sequence[Entry]) -> FillResult:
+        """Insert ``entries`` into recorded gaps below the head, for history (``base.Fillable``):
+        reads see them, followers already past them do not (``_recent`` is not touched: its
+        rule is that it holds the newest seqs)."""
+        self._start()
+        if not entries:
+            return FillResult(0, 0, 0)
+        for before, after in itertools.pairwise(entries):
+            if after.seq <= before.seq:
+                raise ValueError(
+                    f"entries must be in strictly ascending seq order ({before.seq}, {after.seq})"
+                )
+        try:
+            filled, duplicates, added, _snap = await self._on_writer(store.fill, entries)
+        except ConflictError:
+            self._metrics.conflicts.inc()
+            raise
+        if filled:
+            self._metrics.filled.inc(filled)
+            self._metrics.appended_bytes.inc(added)
+            if self.options.background_checkpoint:
+                assert self._loop is not None
+                self._checkpoints.appended(added, self._loop)
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
+        return FillResult(filled, duplicates, added)
+
+    async def gaps(self, after: int = -1, limit: int = 64) -> list[tuple[int, int]]:
+        """Recorded gaps (``first..last``, still missing) with ``first > after``, ascending."""
+        self._start()
+        return await self._on_reader(store.gaps, after, limit)
+
+    async def gap_totals(self) -> tuple[int, int]:
+        """(recorded gaps, seqs still missing in them)."""
+        self._start()
+        return await self._on_reader(store.gap_totals)
 
     async def get(self, seq: int) -> Entry | None:
         """The entry at ``seq``, or ``None`` if the journal does not hold it (not yet written,

@@ -4,13 +4,17 @@ Rules kept here:
 * Each function runs on the one thread that owns the connection it is given.
 * One transaction per call. An append is all of its new entries or none of them; a read is one
   consistent snapshot (the retention check and the rows come from the same snapshot).
-* The counters in ``meta`` (count, total_bytes, trimmed_below) change in the same transaction as
-  the rows they describe, so a crash can never leave them out of step.
+* The counters in ``meta`` (count, total_bytes, trimmed_below, filled) and the ``gaps`` rows
+  change in the same transaction as the rows they describe, so a crash can never leave them out
+  of step.
 * Columns are stored small first, payload last: scanning seq, size and ingest time never walks a
   payload's overflow pages.
-* History is never rewritten: a stored seq keeps its bytes, and no seq is inserted behind the
-  head (a follower already past it would miss it). Retention drops only a prefix and always keeps
-  the newest entry, so the journal's last seq (the ingest's resume point) survives trimming.
+* History is never rewritten: a stored seq keeps its bytes. ``append`` never inserts behind the
+  head (a follower already past it would miss it); every forward jump it journals is recorded in
+  ``gaps`` (in the same transaction), and only ``fill`` inserts below the head, and only seqs
+  inside a recorded gap (for history: live followers are past them). Retention drops only a
+  prefix and always keeps the newest entry, so the journal's last seq (the ingest's resume
+  point) survives trimming; it drops the recorded gaps below its cut with the rows.
 * ``trimmed_below`` is one past the highest seq retention ever deleted (0: never trimmed). A
   read that starts below it asked for something that existed and is gone: ``RetentionError``.
   A start below ``first_seq`` but not below ``trimmed_below`` simply starts at ``first_seq``.
@@ -31,8 +35,19 @@ from disksync.diskspace import describe, is_disk_full
 from disksync.entry import Bounds, Entry
 from disksync.errors import ConflictError, DiskFullError, JournalError, RetentionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the ``gaps`` table and ``meta.filled`` (a version 1 file is upgraded)
 APPLICATION_ID = 0x44534A4C  # "DSJL": marks the file as a disksync journal
+
+# Seqs missing between journaled ones (upstream gaps), one row per run ``first..last``.
+_GAPS_TABLE = """CREATE TABLE gaps (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL
+)"""
+# Version 1 -> 2: the gaps a version 1 journal holds, found once by walking its seqs.
+_FIND_GAPS = (
+    "SELECT seq + 1, next - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS next "
+    "FROM entries) WHERE next > seq + 1"
+)
 
 _SCHEMA = (
     """CREATE TABLE entries (
@@ -46,9 +61,11 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY CHECK (id = 0),
         count INTEGER NOT NULL,
         total_bytes INTEGER NOT NULL,
-        trimmed_below INTEGER NOT NULL
+        trimmed_below INTEGER NOT NULL,
+        filled INTEGER NOT NULL DEFAULT 0
     )""",
     "INSERT INTO meta (id, count, total_bytes, trimmed_below) VALUES (0, 0, 0, 0)",
+    _GAPS_TABLE,
 )
 
 _P = ParamSpec("_P")
@@ -84,16 +101,21 @@ class Snapshot:
     count: int
     total_bytes: int
     trimmed_below: int
+    filled: int = 0  # seqs ever inserted by ``fill`` (only grows)
 
     def bounds(self) -> Bounds:
         return Bounds(self.first_seq, self.last_seq, self.count, self.total_bytes)
 
     def not_older_than(self, other: Snapshot) -> bool:
-        """Both ``last_seq`` and ``trimmed_below`` only grow, so a stale snapshot is behind on
-        one of them and never ahead on either."""
+        """``last_seq``, ``trimmed_below`` and ``filled`` only grow, so a stale snapshot is
+        behind on one of them and never ahead on any."""
         mine = -1 if self.last_seq is None else self.last_seq
         theirs = -1 if other.last_seq is None else other.last_seq
-        return mine >= theirs and self.trimmed_below >= other.trimmed_below
+        return (
+            mine >= theirs
+            and self.trimmed_below >= other.trimmed_below
+            and self.filled >= other.filled
+        )
 
 
 def connect(path: Path, *, synchronous: str, page_size: int, mmap_size: int) -> sqlite3.Connection:
@@ -107,6 +129,8 @@ def connect(path: Path, *, synchronous: str, page_size: int, mmap_size: int) -> 
         version = _check_identity(conn, path)
         if version == 0:
             _create(conn, page_size)
+        elif version == 1:
+            _upgrade_from_1(conn)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute(f"PRAGMA mmap_size = {int(mmap_size)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -140,7 +164,7 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> int:
         return 0  # a new, empty file
     if app_id != APPLICATION_ID:
         raise JournalError(f"{path} is an SQLite file but not a disksync journal")
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):
         raise JournalError(
             f"journal {path} has schema version {version}; this disksync understands "
             f"version {SCHEMA_VERSION} only (use the disksync release that wrote it)"
@@ -166,15 +190,34 @@ def _create(conn: sqlite3.Connection, page_size: int) -> None:
         raise
 
 
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 had no record of its gaps: find them once (a walk over the seqs, logged by
+    the caller's first open taking a little longer) and add ``meta.filled``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+            conn.execute("ROLLBACK")  # another process upgraded it meanwhile
+            return
+        conn.execute(_GAPS_TABLE)
+        conn.execute(f"INSERT INTO gaps (first, last) {_FIND_GAPS}")
+        conn.execute("ALTER TABLE meta ADD COLUMN filled INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _snapshot_in_txn(conn: sqlite3.Connection) -> Snapshot:
     # Two subqueries, not ``SELECT min(seq), max(seq)``: SQLite answers a lone min() or max()
     # from the end of the primary key, but two aggregates in one SELECT scan the whole table
     # (a cost that grows with the journal; tests/test_journal_plans.py checks every hot query).
     first, last = conn.execute(_FIRST_LAST).fetchone()
-    count, total, trimmed = conn.execute(
-        "SELECT count, total_bytes, trimmed_below FROM meta WHERE id = 0"
+    count, total, trimmed, filled = conn.execute(
+        "SELECT count, total_bytes, trimmed_below, filled FROM meta WHERE id = 0"
     ).fetchone()
-    return Snapshot(first, last, count, total, trimmed)
+    return Snapshot(first, last, count, total, trimmed, filled)
 
 
 def snapshot(conn: sqlite3.Connection) -> Snapshot:
@@ -235,12 +278,16 @@ def append(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int
                 "UPDATE meta SET count = count + ?, total_bytes = total_bytes + ? WHERE id = 0",
                 (len(fresh), added),
             )
+            jumps = _jumps(before.last_seq, fresh)
+            if jumps:
+                conn.executemany("INSERT INTO gaps (first, last) VALUES (?, ?)", jumps)
             after = Snapshot(
                 before.first_seq if before.first_seq is not None else fresh[0].seq,
                 fresh[-1].seq,
                 before.count + len(fresh),
                 before.total_bytes + added,
                 before.trimmed_below,
+                before.filled,
             )
         else:
             after = before
@@ -250,6 +297,127 @@ def append(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int
             conn.execute("ROLLBACK")
         raise
     return len(fresh), duplicates, after
+
+
+def _jumps(last: int | None, fresh: Sequence[Entry]) -> list[tuple[int, int]]:
+    """The runs of seqs an append of ``fresh`` (all above ``last``) jumps over."""
+    out: list[tuple[int, int]] = []
+    previous = last
+    for entry in fresh:
+        if previous is not None and entry.seq > previous + 1:
+            out.append((previous + 1, entry.seq - 1))
+        previous = entry.seq
+    return out
+
+
+@_ints_fit
+def fill(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, int, Snapshot]:
+    """Insert entries (ascending) into recorded gaps below the head; returns (filled,
+    duplicates, filled bytes, snapshot after). A seq already journaled with equal bytes is a
+    duplicate; with different bytes the call raises ``ConflictError``; a seq that is neither
+    journaled nor inside a recorded gap (above the head, before the journal's first seq,
+    dropped by retention) raises ``JournalError``. All or nothing."""
+    lo, hi = entries[0].seq, entries[-1].seq
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = _snapshot_in_txn(conn)
+        gaps = conn.execute(
+            "SELECT first, last FROM gaps WHERE first >= "
+            "(SELECT coalesce(max(first), ?) FROM gaps WHERE first <= ?) AND first <= ? "
+            "ORDER BY first",
+            (lo, lo, hi),
+        ).fetchall()
+        stored = dict(
+            conn.execute(
+                "SELECT seq, payload FROM entries WHERE seq BETWEEN ? AND ?", (lo, hi)
+            ).fetchall()
+        )
+        fresh: list[Entry] = []
+        duplicates = 0
+        for entry in entries:
+            payload = stored.get(entry.seq)
+            if payload is not None:
+                if payload != entry.payload:
+                    raise ConflictError(entry.seq)
+                duplicates += 1
+            elif any(first <= entry.seq <= last for first, last in gaps):
+                fresh.append(entry)
+            else:
+                raise JournalError(
+                    f"fill: seq {entry.seq} is not in a recorded gap of the journal "
+                    f"(seqs {before.first_seq}..{before.last_seq})"
+                )
+        added = sum(len(e.payload) for e in fresh)
+        if fresh:
+            conn.executemany(
+                _INSERT,
+                [(e.seq, e.ts_ms, e.ingest_ts_us, len(e.payload), e.payload) for e in fresh],
+            )
+            conn.execute(
+                "UPDATE meta SET count = count + ?, total_bytes = total_bytes + ?, "
+                "filled = filled + ? WHERE id = 0",
+                (len(fresh), added, len(fresh)),
+            )
+            filled = {e.seq for e in fresh}
+            for first, last in gaps:
+                runs = _runs_left(first, last, filled)
+                if runs != [(first, last)]:
+                    conn.execute("DELETE FROM gaps WHERE first = ?", (first,))
+                    conn.executemany("INSERT INTO gaps (first, last) VALUES (?, ?)", runs)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    after = Snapshot(
+        before.first_seq,
+        before.last_seq,
+        before.count + len(fresh),
+        before.total_bytes + added,
+        before.trimmed_below,
+        before.filled + len(fresh),
+    )
+    return len(fresh), duplicates, added, after
+
+
+def _runs_left(first: int, last: int, filled: set[int]) -> list[tuple[int, int]]:
+    """What stays missing of ``first..last`` once ``filled`` is stored (ascending runs)."""
+    runs: list[tuple[int, int]] = []
+    inside = sorted(s for s in filled if first <= s <= last)
+    cursor = first
+    for seq in inside:
+        if seq > cursor:
+            runs.append((cursor, seq - 1))
+        cursor = seq + 1
+    if cursor <= last:
+        runs.append((cursor, last))
+    return runs
+
+
+@_ints_fit
+def gaps(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, int]]:
+    """Up to ``limit`` recorded gaps (``first..last`` runs) with ``first > after``, ascending."""
+    conn.execute("BEGIN")
+    try:
+        rows = conn.execute(
+            "SELECT first, last FROM gaps WHERE first > ? ORDER BY first LIMIT ?", (after, limit)
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return [(int(first), int(last)) for first, last in rows]
+
+
+def gap_totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(recorded gaps, seqs in them). Walks the ``gaps`` table: a row per node panic, small; not
+    for a hot path (the filler asks once per round)."""
+    conn.execute("BEGIN")
+    try:
+        count, seqs = conn.execute(
+            "SELECT count(*), coalesce(sum(last - first + 1), 0) FROM gaps"
+        ).fetchone()
+    finally:
+        conn.execute("COMMIT")
+    return int(count), int(seqs)
 
 
 def _split_known(
@@ -381,6 +549,7 @@ def trim(conn: sqlite3.Connection, policy: TrimPolicy) -> tuple[int, Snapshot]:
             conn.execute("COMMIT")
             return 0, before
         conn.execute("DELETE FROM entries WHERE seq <= ?", (cut_seq,))
+        conn.execute("DELETE FROM gaps WHERE first < ?", (cut_seq,))
         conn.execute(
             "UPDATE meta SET count = count - ?, total_bytes = total_bytes - ?, "
             "trimmed_below = ? WHERE id = 0",

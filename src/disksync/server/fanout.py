@@ -213,17 +213,22 @@ class Fanout:
     # ---- catch-up source -----------------------------------------------------------------
 
     def ring_frames(self, next_seq: int, budget: int) -> list[FrameItem] | None:
-        """Ring items from ``next_seq`` within ``budget`` bytes (at least one item); ``None``
-        when ``next_seq`` is older than the frame cache."""
+        """Ring items from ``next_seq`` within ``budget`` bytes (at least one item), stopping
+        before a hole in seqs; ``None`` when the frame cache does not hold ``next_seq`` itself
+        (older than the cache, or in a hole the journal may have filled since: ``ring.py``)."""
         index = self.ring.cached_index_of(next_seq)
-        if index is None:
-            return None
         items = self.ring.items
+        if index is None or index >= len(items) or items[index].seq != next_seq:
+            return None
         out: list[FrameItem] = []
         total = 0
+        expected = next_seq
         for i in range(index, len(items)):
             item = items[i]
+            if item.seq != expected:
+                break  # a hole: the journal answers for it (filled or not)
             out.append(item)
+            expected += 1
             total += item.size
             if total >= budget:
                 break

@@ -7,6 +7,11 @@ Rules kept here:
 * Bounded memory. The ring indexes the last ``max_entries`` commands (seq and wire size, for
   judging lag) and keeps payloads and frames only for the newest ``max_bytes`` of them (always
   at least the newest command, however large); nothing is kept per client.
+* The ring holds what the follower saw, in order, so an upstream gap is a hole in it; the
+  journal may fill such a hole later, for history (``Fillable.fill``, in this process or
+  another one), and the ring never learns of it. So the ring serves only runs without a hole:
+  a catch-up stops before a hole, and one that stands in a hole reads the journal
+  (``holds``), which has whatever was filled.
 """
 
 from __future__ import annotations
@@ -157,6 +162,11 @@ class Ring:
         if index is None or index < self.cached_from:
             return None
         return index
+
+    def holds(self, seq: int) -> bool:
+        """Whether the frame cache holds exactly ``seq`` (not just a later seq past a hole)."""
+        index = self.cached_index_of(seq)
+        return index is not None and index < len(self.items) and self.items[index].seq == seq
 
     def backlog_wire(self, next_seq: int) -> int | None:
         """Wire bytes of ring commands with ``seq >= next_seq``; None if out of the ring."""

@@ -237,7 +237,6 @@ class FeedSession:
         self._do(machine.send_prepared())
 
     async def _from_journal(self, next_seq: int) -> None:
-        ring_first = self.fanout.ring.first_cached_seq
         try:
             entries = await self.journal.read(
                 next_seq, JOURNAL_BATCH, max_bytes=JOURNAL_BUDGET_BYTES
@@ -248,7 +247,16 @@ class FeedSession:
             return
         if self.machine.state not in CATCHING_UP:
             return
-        wanted: list[Entry] = [e for e in entries if ring_first is None or e.seq < ring_first]
+        # The leading entries the ring cannot serve (older than its cache, or filled into a
+        # hole it has): the ring takes over at the first seq it holds (ring.py).
+        ring = self.fanout.ring
+        cached_from = ring.first_cached_seq
+        wanted: list[Entry] = []
+        for entry in entries:
+            # Older than the cache: a compare. Inside it, a lookup (the first is usually held).
+            if cached_from is not None and entry.seq >= cached_from and ring.holds(entry.seq):
+                break
+            wanted.append(entry)
         if not wanted:
             if entries:
                 self._do(self.machine.skip(entries[0].seq))  # the rest is in the ring now
