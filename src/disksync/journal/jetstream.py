@@ -50,7 +50,7 @@ from disksync.nats.url import NatsRefused, NatsTarget, connect
 log = logging.getLogger(__name__)
 
 FIRST_SEQ_KEY = "disksync_first_seq"  # stream metadata: the height the stream began at
-_CARRIED_MAX = 32  # carried lines a follower keeps (each at most 1 MiB)
+_CARRIED_MAX = 8  # carried lines a follower keeps (each at most 1 MiB)
 
 
 @dataclass(frozen=True, slots=True)
