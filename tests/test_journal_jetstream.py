@@ -419,3 +419,70 @@ async def test_lines_a_tick_cannot_carry_come_from_the_stream(nats_server: NatsS
         await following.aclose()
         await writer.close()
         await reader.close()
+
+
+async def test_a_restart_between_ticks_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    """Ticks sent while the follower's connection is down are lost: the poll asks the stream,
+    and the ticks after the reconnect are taken again at exactly the next height."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    stream = fresh_name("T")
+    writer = opener(server, stream)
+    reader = opener(server, stream, poll_interval_s=0.5)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 2))
+        got = [await anext(following) for _ in range(2)]
+        step = asyncio.ensure_future(anext(following))
+        await writer.append([make_entry(3)])
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = asyncio.ensure_future(anext(following))
+        server.kill9()
+        await asyncio.sleep(0.3)
+        server.start()
+        async with asyncio.timeout(scaled(60)):
+            for seq in range(4, 8):
+                await writer.append([make_entry(seq, size=50_000)])
+                got.append(await step)
+                step = asyncio.ensure_future(anext(following))
+        expected = make_entries(1, 3) + [make_entry(s, 50_000) for s in range(4, 8)]
+        assert stored(got) == stored(expected)
+    finally:
+        await settle(step)
+        await following.aclose()
+        await writer.close()
+        await reader.close()
+        server.stop()
+
+
+async def test_a_line_whose_tick_is_lost_comes_by_the_poll(nats_server: NatsServer) -> None:
+    """After a line taken from its tick, a next line with no tick at all still comes."""
+    stream = fresh_name("T")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream)  # FAST: polls every 0.05 s
+    nc = await nats.connect(nats_server.url)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 1))
+        got = [await anext(following)]
+        step = asyncio.ensure_future(anext(following))
+        await writer.append([make_entry(2)])  # taken from its tick
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = asyncio.ensure_future(anext(following))
+        entry = make_entry(3)  # stored with no tick
+        await nc.jetstream().publish(
+            wire.Subjects(stream).cmd, entry.payload, headers=wire.entry_headers(entry)
+        )
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        assert stored(got) == stored(make_entries(1, 3))
+    finally:
+        await settle(step)
+        await following.aclose()
+        await nc.close()
+        await writer.close()
+        await reader.close()
