@@ -16,6 +16,10 @@ storage in a temporary directory, on 127.0.0.1):
    client processes with kernel receive timestamps): p99 publish → receive at 1/10/100
    clients following JetStream vs following SQLite, interleaved rounds; and ``from_seq``
    catch-up through the edge, MB/s per client, JetStream vs SQLite.
+5. live path: an appender process appends one ~190 KB line at a time at 14/s; a ``follow``
+   in this process (its own connection) stamps each yield. Time from just before ``append``
+   (and from its return) to the yield, p50/p99, JetStream vs SQLite in interleaved rounds
+   (``--live-only`` runs just this phase).
 
 Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
 ``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
@@ -221,6 +225,108 @@ async def ordered_consumer_rate(server_url: str, stream: str, count: int) -> flo
     return size / elapsed / 1e6
 
 
+# ---- 5. live path: append -> follow() yields -------------------------------------------------
+
+
+def _live_appender(url: str, count: int, rate: float, out: str) -> None:
+    """Another process: ``count`` lines from seq 2 at ``rate``/s, each stamped before
+    ``append`` is called and when it returns."""
+
+    async def run() -> dict[int, tuple[int, int]]:
+        journal = open_journal(url)
+        data = lines(count + 1)
+        await journal.append(entries(data[:1]))  # warm: connected, stream/file exists
+        stamps: dict[int, tuple[int, int]] = {}
+        start = time.perf_counter()
+        for i in range(1, count + 1):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_us = time.time_ns() // 1000
+            entry = Entry(i + 1, data[i], 1_781_197_200_000 + i, now_us)
+            before = time.time_ns()
+            await journal.append([entry])
+            stamps[i + 1] = (before, time.time_ns())
+        await journal.close()
+        return stamps
+
+    stamps = asyncio.run(run())
+    Path(out).write_bytes(orjson.dumps({str(k): v for k, v in stamps.items()}))
+
+
+async def live_latency(url: str, root: Path, count: int, rate: float) -> dict[str, list[float]]:
+    """ms from before ``append`` / from its return to ``follow`` yielding, per line."""
+    seed = open_journal(url)
+    await seed.append(entries(lines(1)))  # seq 1: the follower starts on an existing journal
+    await seed.close()
+    yielded: dict[int, int] = {}
+    journal = open_journal(url)
+
+    async def follower() -> None:
+        async for entry in journal.follow(1):
+            yielded[entry.seq] = time.time_ns()
+            if entry.seq >= count + 1:
+                return
+
+    task = asyncio.create_task(follower())
+    await asyncio.sleep(0.5)
+    out = root / fresh("stamps")
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_live_appender, args=(url, count, rate, str(out))
+    )
+    proc.start()
+    await asyncio.to_thread(proc.join, count / rate + 60)
+    try:
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await journal.close()
+    stamps = {int(k): v for k, v in orjson.loads(out.read_bytes()).items()}
+    return {
+        "before": [(yielded[s] - b) / 1e6 for s, (b, _) in stamps.items() if s in yielded],
+        "after": [(yielded[s] - a) / 1e6 for s, (_, a) in stamps.items() if s in yielded],
+    }
+
+
+async def phase_live(server: Server, root: Path, quick: bool, rounds: int) -> None:
+    count = 60 if quick else 250
+    rounds = 1 if quick else rounds
+    rate = 14.0
+    print(
+        f"## 5. live path, append -> follow() yields (other process), {rounds} x {count} lines"
+        f" at {rate:g}/s"
+    )
+    print("| journal | from before append p50 / p99 ms | from append's return p50 / p99 ms |")
+    print("|---|---|---|")
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for _ in range(rounds):
+        for label in ("JetStream", "SQLite"):
+            url = (
+                f"{server.url}?stream={fresh('L')}"
+                if label == "JetStream"
+                else f"sqlite:{root / fresh('l')}.sqlite"
+            )
+            got = await live_latency(url, root, count, rate)
+            into = pooled.setdefault(label, {"before": [], "after": []})
+            for key, values in got.items():
+                into[key].extend(values)
+    for label, got in pooled.items():
+        b, a = got["before"], got["after"]
+        print(
+            f"| {label} | {pct(b, 0.5):.2f} / {pct(b, 0.99):.2f} "
+            f"| {pct(a, 0.5):.2f} / {pct(a, 0.99):.2f} ({len(a)} samples) |"
+        )
+    js, sq = pooled["JetStream"], pooled["SQLite"]
+    for key in ("before", "after"):
+        print(
+            f"ratio JetStream/SQLite from {key}: p50 "
+            f"{pct(js[key], 0.5) / max(pct(sq[key], 0.5), 1e-9):.2f}, p99 "
+            f"{pct(js[key], 0.99) / max(pct(sq[key], 0.99), 1e-9):.2f}"
+        )
+    print()
+
+
 # ---- report ----------------------------------------------------------------------------------
 
 
@@ -310,13 +416,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-edge", action="store_true", help="phases 1-3 only")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per fan-out row")
+    parser.add_argument("--live-only", action="store_true", help="phase 5 only")
+    parser.add_argument("--live-rounds", type=int, default=2, help="interleaved phase-5 rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
     server = Server(root)
     server.start()
     try:
         print(f"# bench_nats  (cpus={os.cpu_count()}, shared machine; nats-server on 127.0.0.1)\n")
+        if args.live_only:
+            asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
+            return
         asyncio.run(phases_in_process(server, root, args.quick))
+        asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
         if not args.skip_edge:
             phases_edge(server, args.quick, args.rounds)
     finally:

@@ -8,7 +8,7 @@ One nats-server per module (``nats_server``), a fresh stream per test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
@@ -281,3 +281,208 @@ async def test_server_kill9_and_restart_under_a_writer_and_a_follower(tmp_path: 
         await writer.close()
         await follower_journal.close()
         server.stop()
+
+
+# ---- the live path: a tick carries the line (jetstream_wire, "tick") --------------------------
+
+QUIET = 30.0  # a follower's poll so slow that only a tick can have woken it
+
+
+async def direct_gets(server: NatsServer, stream: str) -> tuple[nats.NATS, list[object]]:
+    """Every DIRECT.GET request anyone sends for ``stream`` (a plain subscriber sees them)."""
+    nc = await nats.connect(server.url)
+    seen: list[object] = []
+
+    async def on_request(msg: object) -> None:
+        seen.append(msg)
+
+    await nc.subscribe(f"$JS.API.DIRECT.GET.{stream}", cb=on_request)
+    await nc.flush()
+    return nc, seen
+
+
+async def settle(step: asyncio.Future[Entry] | None) -> None:
+    """A pending ``anext`` of a test that failed midway: cancelled and awaited."""
+    if step is not None and not step.done():
+        step.cancel()
+    if step is not None:
+        await asyncio.gather(step, return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(scaled(10)):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_caught_up_follower_takes_each_line_from_its_tick(nats_server: NatsServer) -> None:
+    stream = fresh_name("T")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream, poll_interval_s=QUIET)
+    watcher, seen = await direct_gets(nats_server, stream)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 3))
+        got = [await anext(following) for _ in range(3)]
+        step = asyncio.ensure_future(anext(following))
+        await until(lambda: len(seen) >= 2)  # the follower asked past the head: idle
+        asked = len(seen)
+        for seq in range(4, 9):
+            await writer.append([make_entry(seq, size=100_000)])
+            async with asyncio.timeout(scaled(10)):
+                got.append(await step)
+            step = asyncio.ensure_future(anext(following))
+        assert stored(got) == stored(
+            make_entries(1, 3) + [make_entry(s, 100_000) for s in range(4, 9)]
+        )
+        assert len(seen) == asked  # five live lines, not one request for them
+    finally:
+        await settle(step)
+        await following.aclose()
+        await watcher.close()
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_lost_future_or_stale_tick_falls_back_to_the_stream(
+    nats_server: NatsServer,
+) -> None:
+    stream = fresh_name("T")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream, poll_interval_s=QUIET)
+    subjects = wire.Subjects(stream)
+    nc = await nats.connect(nats_server.url)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 2))
+        got = [await anext(following) for _ in range(2)]
+        step = asyncio.ensure_future(anext(following))
+        # Heights 3 and 4 stored with no tick (lost ticks): the follower is not woken...
+        js = nc.jetstream()
+        for entry in make_entries(3, 4):
+            await js.publish(subjects.cmd, entry.payload, headers=wire.entry_headers(entry))
+        # ...until 5's tick, which carries a height past the follower's: it asks the stream.
+        await writer.append([make_entry(5)])
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+            got.extend([await anext(following) for _ in range(2)])
+        assert [e.seq for e in got] == [1, 2, 3, 4, 5]
+        # Ticks behind the follower (stale, or forged) are never taken, bare ones only wake it.
+        step = asyncio.ensure_future(anext(following))
+        stale = Entry(5, b"not the stored line", 1, 1)
+        await nc.publish(subjects.tick, stale.payload, headers=wire.tick_headers(stale))
+        await nc.publish(subjects.tick, b"5")
+        await nc.flush()
+        await writer.append([make_entry(6)])
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        assert stored(got) == stored(make_entries(1, 6))
+    finally:
+        await settle(step)
+        await following.aclose()
+        await nc.close()
+        await writer.close()
+        await reader.close()
+
+
+async def test_lines_a_tick_cannot_carry_come_from_the_stream(nats_server: NatsServer) -> None:
+    """A chunked line, and an append whose lines pass TICK_CARRY_BYTES, send a bare tick;
+    several small lines in one append each ride their own tick."""
+    stream = fresh_name("T")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream, poll_interval_s=QUIET)
+    big = 3 * 1024 * 1024
+    expected = (
+        make_entries(1, 1)
+        + make_entries(2, 2, size=big)
+        + make_entries(3, 5)
+        + make_entries(6, 13, size=200_000)
+        + make_entries(14, 14)
+    )
+    batches = [expected[0:1], expected[1:2], expected[2:5], expected[5:13], expected[13:14]]
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(batches[0])
+        got = [await anext(following)]
+        for batch in batches[1:]:
+            step = asyncio.ensure_future(anext(following))
+            await writer.append(batch)
+            async with asyncio.timeout(scaled(20)):
+                got.append(await step)
+                got.extend([await anext(following) for _ in range(len(batch) - 1)])
+        assert stored(got) == stored(expected)
+    finally:
+        await settle(step)
+        await following.aclose()
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_restart_between_ticks_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    """Ticks sent while the follower's connection is down are lost: the poll asks the stream,
+    and the ticks after the reconnect are taken again at exactly the next height."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    stream = fresh_name("T")
+    writer = opener(server, stream)
+    reader = opener(server, stream, poll_interval_s=0.5)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 2))
+        got = [await anext(following) for _ in range(2)]
+        step = asyncio.ensure_future(anext(following))
+        await writer.append([make_entry(3)])
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = asyncio.ensure_future(anext(following))
+        server.kill9()
+        await asyncio.sleep(0.3)
+        server.start()
+        async with asyncio.timeout(scaled(60)):
+            for seq in range(4, 8):
+                await writer.append([make_entry(seq, size=50_000)])
+                got.append(await step)
+                step = asyncio.ensure_future(anext(following))
+        expected = make_entries(1, 3) + [make_entry(s, 50_000) for s in range(4, 8)]
+        assert stored(got) == stored(expected)
+    finally:
+        await settle(step)
+        await following.aclose()
+        await writer.close()
+        await reader.close()
+        server.stop()
+
+
+async def test_a_line_whose_tick_is_lost_comes_by_the_poll(nats_server: NatsServer) -> None:
+    """After a line taken from its tick, a next line with no tick at all still comes."""
+    stream = fresh_name("T")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream)  # FAST: polls every 0.05 s
+    nc = await nats.connect(nats_server.url)
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 1))
+        got = [await anext(following)]
+        step = asyncio.ensure_future(anext(following))
+        await writer.append([make_entry(2)])  # taken from its tick
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = asyncio.ensure_future(anext(following))
+        entry = make_entry(3)  # stored with no tick
+        await nc.jetstream().publish(
+            wire.Subjects(stream).cmd, entry.payload, headers=wire.entry_headers(entry)
+        )
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        assert stored(got) == stored(make_entries(1, 3))
+    finally:
+        await settle(step)
+        await following.aclose()
+        await nc.close()
+        await writer.close()
+        await reader.close()

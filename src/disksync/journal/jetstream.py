@@ -15,7 +15,10 @@ Rules kept here (the layout is ``jetstream_wire``'s; docs/JOURNAL.md, "JetStream
 * ``follow`` reads in batches (``jetstream_read``; while behind, the next batch is requested
   before the current one is handed out) and, once caught up, waits for a writer's
   tick (a core-NATS message each append sends) or ``poll_interval_s``, whichever comes first:
-  one batch of memory per follower, no server-side consumer to lose on a restart.
+  one batch of memory per follower, no server-side consumer to lose on a restart. A tick that
+  carries the line at exactly the follower's next height is yielded as it is (the live path:
+  no direct get); any other height, a bare tick or none at all falls back to the direct get,
+  so a lost, stale or early tick costs a round trip, never a gap or a repeat.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from disksync.nats.url import NatsRefused, NatsTarget, connect
 log = logging.getLogger(__name__)
 
 FIRST_SEQ_KEY = "disksync_first_seq"  # stream metadata: the height the stream began at
+_CARRIED_MAX = 8  # carried lines a follower keeps (each at most 1 MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,14 +278,22 @@ class JetStreamJournal:
     async def follow(self, start: int) -> AsyncIterator[Entry]:
         nc, _, reader = await self.connection()
         wake = asyncio.Event()
+        # Lines the writers' ticks carried, by height; only the one at exactly ``position`` is
+        # ever taken (it was acknowledged as stored there), the rest are dropped as we pass.
+        carried: dict[int, Entry] = {}
+        position: int | None = None
 
-        async def on_tick(_msg: object) -> None:
+        async def on_tick(msg: Msg) -> None:
+            entry = wire.carried(msg.data, msg.headers)
+            if entry is not None and (position is None or entry.seq >= position):
+                carried[entry.seq] = entry
+                while len(carried) > _CARRIED_MAX:
+                    del carried[min(carried)]
             wake.set()
 
         subscription = await nc.subscribe(self.subjects.tick, cb=on_tick)
         ahead: asyncio.Task[list[Msg]] | None = None
         try:
-            position: int | None = None
             while position is None:
                 wake.clear()
                 begun = await self._start_of(start)
@@ -290,15 +302,31 @@ class JetStreamJournal:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
+            idle = False  # caught up: wait for a tick (or the poll) before asking the stream
             while True:
+                if idle and position not in carried:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
+                idle = False
                 wake.clear()
+                if ahead is None and carried:
+                    entry = carried.pop(position, None)
+                    for seq in [s for s in carried if s < position]:
+                        del carried[seq]
+                    if entry is not None:
+                        # The next height, from its tick: no round trip to the stream. Nothing
+                        # is known past it, so the next one is waited for like after an empty
+                        # batch (a later line's tick, or the poll asks the stream).
+                        position += 1
+                        idle = True
+                        yield entry
+                        continue
                 if ahead is not None:
                     msgs, ahead = await ahead, None
                 else:
                     msgs = await self._follow_batch(reader, position)
                 if not msgs:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
+                    idle = True
                     continue
                 await self._check_skip(position, sequence_of(msgs[0]))
                 position = sequence_of(msgs[-1]) + 1
@@ -330,8 +358,16 @@ class JetStreamJournal:
             return True
         return sum(payload_size(m) for m in msgs) >= self.options.batch_bytes // 2
 
-    async def tick(self, last_seq: int) -> None:
-        if self._nc is not None:
+    async def tick(self, last_seq: int, carry: Sequence[Entry] = ()) -> None:
+        """Wake followers after an append: one tick per line in ``carry`` (each carrying
+        it, ``jetstream_wire``), else one bare tick. Only after the acknowledgements."""
+        if self._nc is None:
+            return
+        for entry in carry:
+            await self._nc.publish(
+                self.subjects.tick, entry.payload, headers=wire.tick_headers(entry)
+            )
+        if not carry:
             await self._nc.publish(self.subjects.tick, str(last_seq).encode())
 
     async def close(self) -> None:
