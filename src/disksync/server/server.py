@@ -339,6 +339,9 @@ class FeedServer:
 
     async def _ticker(self) -> None:
         while True:
+            # With no session there is nothing to tick or judge: sleep until one registers
+            # (its first tick then comes within TICK_S, as for any other session).
+            await self.sessions.occupied()
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             self.fanout.judge_behind()
