@@ -363,7 +363,12 @@ class FeedServer:
         )
 
     async def _watch_keys(self) -> None:
-        async for change in self.keys.watch(interval_s=self.config.key_watch_interval_s):
+        # With no feed session there is nothing a revocation could close: the key store is
+        # not polled until one registers (authenticate checks the store itself).
+        watch = self.keys.watch(
+            interval_s=self.config.key_watch_interval_s, idle=self.sessions.occupied
+        )
+        async for change in watch:
             closing = change.close_feed
             if not closing:
                 continue

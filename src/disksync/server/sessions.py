@@ -5,8 +5,8 @@ Rules kept here:
   each reading the whole server: ``ready``/``stopping`` are flipped by the server only.
 * ``started``/``done`` pair up per session, so the per-key counts that ``max_connections``
   checks are exact however a session ends; ``done`` of an unknown session is a no-op.
-* ``occupied`` returns while at least one session is registered (the ticker sleeps on it when
-  there is none, instead of waking ten times a second for nothing).
+* ``occupied`` returns while at least one session is registered (the ticker and the key
+  watch sleep on it when there is none, instead of waking several times a second for nothing).
 """
 
 from __future__ import annotations
