@@ -440,3 +440,42 @@ def test_diff_closes_a_key_added_and_revoked_between_two_looks(store: SqliteKeyS
     change = diff(before, store.snapshot)
     assert change.revoked == {quick}
     assert change.close_feed == {quick, basic}  # a basic key holds no feed: closing is a no-op
+
+
+async def test_watch_does_not_poll_while_idle_and_then_reports_what_changed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The server's key watch waits for a feed session (``idle``) before each check: no store
+    reads while nobody is connected, and no revocation made meanwhile is lost."""
+    state = tmp_path / "state"
+    registry = CollectorRegistry()
+    store = open_keystore(None, state, registry=registry)
+    other = open_keystore(None, state)
+    quant = store.create(Tier.QUANT)
+    gate = asyncio.Event()
+    changes: asyncio.Queue[object] = asyncio.Queue(maxsize=16)
+
+    def checks() -> float:
+        return registry.get_sample_value("disksync_keys_checks_total") or 0.0
+
+    async def watcher() -> None:
+        async for change in store.watch(interval_s=0.01, idle=gate.wait):
+            await changes.put(change)
+
+    before = checks()
+    task = asyncio.create_task(watcher())
+    try:
+        for _ in range(20):  # twenty of the watch's intervals
+            await asyncio.sleep(0.01)
+        assert checks() == before
+        other.revoke(quant.record.id)
+        gate.set()
+        change = await asyncio.wait_for(changes.get(), scaled(5.0))
+        assert quant.record.id in change.revoked  # type: ignore[attr-defined]
+        assert checks() > before
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.aclose()
+        other.close()

@@ -19,6 +19,9 @@ Rules kept here:
   fast while a single live line is appended the moment it is read. Reading and appending are
   two tasks joined by a queue of at most two batches; a source error travels through that
   queue behind the batches read before it, so they are journaled before the ingest stops.
+  A batch that ends at the file's end (a live line) is appended by the reading task itself
+  when the queue is empty and no append is in flight: everything before it is journaled, so
+  the order is the same, without the hand-over to the other task.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ class Ingest:
             self.filler = Filler(journal, heal_from, registry, fill, wall_ns=wall_ns)
         self._fill_enabled = fill.enabled
         self._tailer: Tailer | None = None
+        self._appending = False  # the append task is between taking a batch and finishing it
         self._last_seq: int | None = None
         self._lag_ms: int | None = None
         self._lines = self._bytes = self._duplicates = self._conflicts = self._gap_seqs = 0
@@ -253,7 +257,10 @@ class Ingest:
         try:
             async with contextlib.aclosing(tailer.batches()) as batches:
                 async for batch in batches:
-                    await queue.put(batch)
+                    if tailer.at_end and not self._appending and queue.empty():
+                        await self.ingest(batch)  # live: nothing before it is pending
+                    else:
+                        await queue.put(batch)
         except Exception as exc:
             # Hand the error over behind the batches already read, so everything before the
             # point where the source broke is journaled before the ingest stops.
@@ -264,7 +271,11 @@ class Ingest:
             item = await queue.get()
             if isinstance(item, Exception):
                 raise item
-            await self.ingest(item)
+            self._appending = True
+            try:
+                await self.ingest(item)
+            finally:
+                self._appending = False
 
     async def ingest(self, batch: Sequence[Entry]) -> None:
         """Append ``batch`` (tailer order) after sorting out repeats and gaps."""

@@ -1,10 +1,14 @@
 """Prometheus metrics of a journal, on a registry the caller passes in (never the global one).
 
 Rules kept here: metric names start with ``disksync_journal_``; gauges describe the journal as
-the last snapshot saw it, counters count what this process did.
+the last snapshot saw it, counters count what this process did. A backend whose snapshot is at
+hand passes a function to ``follow_bounds`` (the gauges read it when scraped, so an append sets
+nothing); the others call ``observe_bounds`` with each new snapshot.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -75,8 +79,19 @@ class JournalMetrics:
         self.entries = Gauge("disksync_journal_entries", "Entries held", registry=registry)
         self.bytes = Gauge("disksync_journal_bytes", "Payload bytes held", registry=registry)
 
+    def follow_bounds(self, bounds: Callable[[], Bounds]) -> None:
+        """The bound gauges read ``bounds()`` (the latest snapshot's) whenever scraped."""
+        self.first_seq.set_function(lambda: _or_minus_one(bounds().first_seq))
+        self.last_seq.set_function(lambda: _or_minus_one(bounds().last_seq))
+        self.entries.set_function(lambda: bounds().count)
+        self.bytes.set_function(lambda: bounds().total_bytes)
+
     def observe_bounds(self, bounds: Bounds) -> None:
         self.first_seq.set(-1 if bounds.first_seq is None else bounds.first_seq)
         self.last_seq.set(-1 if bounds.last_seq is None else bounds.last_seq)
         self.entries.set(bounds.count)
         self.bytes.set(bounds.total_bytes)
+
+
+def _or_minus_one(seq: int | None) -> int:
+    return -1 if seq is None else seq

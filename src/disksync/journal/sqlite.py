@@ -317,7 +317,7 @@ class SqliteJournal:
                 f"journal {self.path} is used from another event loop than the one it started on"
             )
         self._loop = loop
-        self._metrics.observe_bounds(self._snapshot.bounds())
+        self._metrics.follow_bounds(lambda: self._snapshot.bounds())
         self._watcher = Watcher(
             self.path,
             self._connect,
@@ -358,7 +358,6 @@ class SqliteJournal:
             if recent:
                 self._recent = recent
             if changed:
-                self._metrics.observe_bounds(snap.bounds())
                 self._notify()
 
     def _from_recent(self, next_seq: int) -> list[Entry] | None:

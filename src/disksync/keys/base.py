@@ -18,7 +18,7 @@ Rules every backend keeps (the contract suite in ``tests/keystore_contract.py`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from disksync.keys.model import (
@@ -50,7 +50,9 @@ class KeyStore(Protocol):
 
     def feed_allowed(self, key_id: str) -> bool: ...
 
-    def watch(self, interval_s: float = 0.2) -> AsyncIterator[KeyChange]: ...
+    def watch(
+        self, interval_s: float = 0.2, *, idle: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[KeyChange]: ...
 
     async def acreate(
         self, tier: Tier, *, label: str = "", max_connections: int = DEFAULT_MAX_CONNECTIONS

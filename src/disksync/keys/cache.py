@@ -12,7 +12,9 @@ Rules kept here:
 * ``authenticate`` (default ``max_staleness_s=0``) judges a key against a check that started
   after the call arrived: a key revoked before the request is always refused.
 * ``watch`` diffs its own previous snapshot against the current one, so a refresh made by
-  ``authenticate`` in between never hides a change from it.
+  ``authenticate`` in between never hides a change from it. Its ``idle`` (the server's "until a
+  feed session is registered") is awaited before each check: with nothing to close the store
+  is not polled, and the first check after it reports every change made meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -179,8 +181,11 @@ class CachedKeyStore:
             self._checked_at = started
         return snapshot
 
-    async def watch(self, interval_s: float = 0.2) -> AsyncIterator[KeyChange]:
-        """Check the store every ``interval_s`` and yield what changed, forever.
+    async def watch(
+        self, interval_s: float = 0.2, *, idle: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[KeyChange]:
+        """Check the store every ``interval_s`` and yield what changed, forever; before each
+        check, wait for ``idle()`` when given.
 
         The first comparison is against the in-memory snapshot as it stands when iteration
         starts (no I/O), so a change made before the watcher got going is still reported. A
@@ -190,6 +195,8 @@ class CachedKeyStore:
         previous = self._snapshot
         failures = 0
         while True:
+            if idle is not None:
+                await idle()
             try:
                 current = await self.refresh(max_staleness_s=0.0)
             except KeyStoreError as exc:

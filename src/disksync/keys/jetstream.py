@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -361,9 +361,12 @@ class JetStreamKeyStore(CachedKeyStore):
             self._metrics.checks.inc()
         return snapshot
 
-    async def watch(self, interval_s: float = 0.2) -> AsyncIterator[KeyChange]:
+    async def watch(
+        self, interval_s: float = 0.2, *, idle: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[KeyChange]:
         """Yield each change as the KV watch applies it (pushed, not polled). Every
-        ``check_interval_s`` without news the watch is checked against the stream."""
+        ``check_interval_s`` without news the watch is checked against the stream. ``idle``
+        is not needed here (a pushed change costs nothing while nobody is connected)."""
         await self.open()
         previous = self._snapshot
         failures = 0

@@ -339,6 +339,9 @@ class FeedServer:
 
     async def _ticker(self) -> None:
         while True:
+            # With no session there is nothing to tick or judge: sleep until one registers
+            # (its first tick then comes within TICK_S, as for any other session).
+            await self.sessions.occupied()
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             self.fanout.judge_behind()
@@ -360,7 +363,12 @@ class FeedServer:
         )
 
     async def _watch_keys(self) -> None:
-        async for change in self.keys.watch(interval_s=self.config.key_watch_interval_s):
+        # With no feed session there is nothing a revocation could close: the key store is
+        # not polled until one registers (authenticate checks the store itself).
+        watch = self.keys.watch(
+            interval_s=self.config.key_watch_interval_s, idle=self.sessions.occupied
+        )
+        async for change in watch:
             closing = change.close_feed
             if not closing:
                 continue

@@ -5,10 +5,13 @@ Rules kept here:
   each reading the whole server: ``ready``/``stopping`` are flipped by the server only.
 * ``started``/``done`` pair up per session, so the per-key counts that ``max_connections``
   checks are exact however a session ends; ``done`` of an unknown session is a no-op.
+* ``occupied`` returns while at least one session is registered (the ticker and the key
+  watch sleep on it when there is none, instead of waking several times a second for nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Gauge
@@ -28,11 +31,13 @@ class Sessions(Generic[S]):
         self._gauge = clients_gauge
         self._sessions: dict[S, None] = {}
         self._per_key: dict[str, int] = {}
+        self._any = asyncio.Event()  # set while ``_sessions`` is not empty
 
     def started(self, session: S) -> None:
         self._sessions[session] = None
         self._per_key[session.key_id] = self._per_key.get(session.key_id, 0) + 1
         self._gauge.set(len(self._sessions))
+        self._any.set()
 
     def done(self, session: S) -> None:
         if self._sessions.pop(session, 0) is None:
@@ -42,6 +47,12 @@ class Sessions(Generic[S]):
             else:
                 self._per_key.pop(session.key_id, None)
         self._gauge.set(len(self._sessions))
+        if not self._sessions:
+            self._any.clear()
+
+    async def occupied(self) -> None:
+        """Until at least one session is registered (at once if one is)."""
+        await self._any.wait()
 
     def count(self) -> int:
         return len(self._sessions)

@@ -107,6 +107,11 @@ class Tailer:
     def current_file(self) -> Path | None:
         return self._file.log.path if self._file else None
 
+    @property
+    def at_end(self) -> bool:
+        """The last read reached the file's end (a batch handed out now is a live one)."""
+        return self._read_to_end
+
     def status(self, stall_after_s: float) -> SourceStatus:
         """``starting`` until a file is open; then ``live`` while the node wrote (newest file
         mtime) within ``stall_after_s``, ``stalled`` after."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,12 @@ try:
 except ImportError:  # pragma: no cover - non-Linux
     INotify = None
     _flags = None
+
+# struct inotify_event: wd, mask, cookie, len, then ``len`` bytes of name (padded).
+_EVENT = struct.Struct("iIII")
+# One read takes every queued event up to this much (a queue overflow is one event); events
+# beyond it make the descriptor readable again, so the loop calls back for the rest.
+_READ_BYTES = 65536
 
 
 class Watcher:
@@ -112,16 +120,21 @@ class Watcher:
             pass
 
     def _on_readable(self) -> None:
+        # The descriptor is non-blocking: one read of what is queued, no poll and no size
+        # query first; only the masks are looked at, never the names.
         try:
-            events = self._inotify.read(timeout=0)
+            data = os.read(self._inotify.fileno(), _READ_BYTES)
         except OSError:
-            events = []
-        for event in events:
-            if event.mask & self._tree_mask:
+            data = b""
+        pos, end = 0, len(data)
+        while pos < end:
+            wd, mask, _, name_len = _EVENT.unpack_from(data, pos)
+            pos += _EVENT.size + name_len
+            if mask & self._tree_mask:
                 self.tree_changed = True
-            if event.mask & _flags.IGNORED:
-                for path, wd in list(self._wds.items()):
-                    if wd == event.wd:
+            if mask & _flags.IGNORED:
+                for path, watched in list(self._wds.items()):
+                    if watched == wd:
                         del self._wds[path]
         self._event.set()
 
