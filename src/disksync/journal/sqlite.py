@@ -171,11 +171,7 @@ class SqliteJournal:
         self._start()
         if not entries:
             return AppendResult(0, 0, self._snapshot.last_seq, 0)
-        for before, after in itertools.pairwise(entries):
-            if after.seq <= before.seq:
-                raise ValueError(
-                    f"entries must be in strictly ascending seq order ({before.seq}, {after.seq})"
-                )
+        _require_ascending(entries)
         started = time.perf_counter()
         try:
             appended, duplicates, snap = await self._on_writer(
@@ -188,12 +184,7 @@ class SqliteJournal:
         added = sum(len(e.payload) for e in entries[duplicates:]) if appended else 0
         if appended:
             self._metrics.appended.inc(appended)
-            self._metrics.appended_bytes.inc(added)
-            if self.options.background_checkpoint:
-                assert self._loop is not None
-                self._checkpoints.appended(added, self._loop)
-        if duplicates:
-            self._metrics.duplicates.inc(duplicates)
+        self._count_written(added, duplicates)
         self._retention.due_for_bytes(snap)
         return AppendResult(appended, duplicates, snap.last_seq, added)
 
@@ -257,11 +248,7 @@ class SqliteJournal:
         self._start()
         if not entries:
             return FillResult(0, 0, 0)
-        for before, after in itertools.pairwise(entries):
-            if after.seq <= before.seq:
-                raise ValueError(
-                    f"entries must be in strictly ascending seq order ({before.seq}, {after.seq})"
-                )
+        _require_ascending(entries)
         try:
             filled, duplicates, added, _snap = await self._on_writer(store.fill, entries)
         except ConflictError:
@@ -269,13 +256,18 @@ class SqliteJournal:
             raise
         if filled:
             self._metrics.filled.inc(filled)
-            self._metrics.appended_bytes.inc(added)
+        self._count_written(added if filled else 0, duplicates)
+        return FillResult(filled, duplicates, added)
+
+    def _count_written(self, added_bytes: int, duplicates: int) -> None:
+        """Metrics and the checkpoint budget after an append or a fill stored ``added_bytes``."""
+        if added_bytes:
+            self._metrics.appended_bytes.inc(added_bytes)
             if self.options.background_checkpoint:
                 assert self._loop is not None
-                self._checkpoints.appended(added, self._loop)
+                self._checkpoints.appended(added_bytes, self._loop)
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
-        return FillResult(filled, duplicates, added)
 
     async def gaps(self, after: int = -1, limit: int = 64) -> list[tuple[int, int]]:
         """Recorded gaps (``first..last``, still missing) with ``first > after``, ascending."""
@@ -497,3 +489,11 @@ class SqliteJournal:
         deleted: int
         deleted, _ = await self._on_writer(store.trim, policy)
         return deleted
+
+
+def _require_ascending(entries: Sequence[Entry]) -> None:
+    for before, after in itertools.pairwise(entries):
+        if after.seq <= before.seq:
+            raise ValueError(
+                f"entries must be in strictly ascending seq order ({before.seq}, {after.seq})"
+            )
