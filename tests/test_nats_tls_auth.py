@@ -73,9 +73,18 @@ async def test_ingest_and_edge_over_tls_with_a_password_deliver_every_line(
     tmp_path: Path, tls_nats: TlsNats
 ) -> None:
     journal = tls_nats.url(stream=fresh_name("TLS"), ca=str(tls_nats.ca))
+    got = await ingest_edge_and_client(tmp_path, journal, last=40)  # live: TLS both ways
+    assert got == [(seq, node_line(seq)) for seq in range(1, 41)]
+
+
+async def ingest_edge_and_client(
+    tmp_path: Path, journal: str, *, last: int
+) -> list[tuple[int, bytes]]:
+    """A node with lines 1..last/2 written, ``ingest`` and an edge on ``journal``, then an SDK
+    client on the edge while the node writes the rest live: what the client received. Both
+    processes must still run, and neither may log a traceback or asyncio's eof noise."""
     node = Node(tmp_path / "node")
     node.new_file(RUN_1, 0)
-    last = 40
     for height in range(1, last // 2 + 1):
         node.write(height)
     state = tmp_path / "edge"
@@ -98,15 +107,14 @@ async def test_ingest_and_edge_over_tls_with_a_password_deliver_every_line(
 
         async with asyncio.timeout(scaled(60)):
             client = asyncio.create_task(follow())
-            for height in range(last // 2 + 1, last + 1):  # live, through TLS both ways
+            for height in range(last // 2 + 1, last + 1):
                 await asyncio.to_thread(node.write, height)
                 await asyncio.sleep(0.01)
             await client
-        assert [seq for seq, _ in got] == list(range(1, last + 1))
-        assert all(payload == node_line(seq) for seq, payload in got)
         assert ingest.alive() and edge.alive()
     for proc in (ingest, edge):
         assert "Traceback" not in proc.log() and "eof_received" not in proc.log()
+    return got
 
 
 def _start(argv: list[str]) -> subprocess.Popen[bytes]:
@@ -249,41 +257,10 @@ async def test_a_creds_file_in_the_url_journals_and_serves_every_line(
     lines with it, an edge with it serves them to a client, and the same URL reads them back
     through ``open_journal``, byte-exact."""
     journal = operator_nats.url(operator_nats.creds, stream=fresh_name("CREDS"))
-    node = Node(tmp_path / "node")
-    node.new_file(RUN_1, 0)
-    last = 30
-    for height in range(1, last // 2 + 1):
-        node.write(height)
-    state = tmp_path / "edge"
-    state.mkdir()
-    ingest = ingest_proc(tmp_path, "A", node.data_dir, journal)
-    edge = edge_proc(tmp_path, "e1", journal, state)
-    got: list[tuple[int, bytes]] = []
-    with stopping([ingest, edge], got):
-        ingest.start()
-        edge.start()
-        _, key = create_key(state)
-        wait_edge_ready(edge)
-
-        async def follow() -> None:
-            async with Feed(fast_client([edge.url], key)) as feed:
-                async for command in feed:
-                    got.append((command.seq, command.payload))
-                    if command.seq >= last:
-                        return
-
-        async with asyncio.timeout(scaled(60)):
-            client = asyncio.create_task(follow())
-            for height in range(last // 2 + 1, last + 1):
-                await asyncio.to_thread(node.write, height)
-                await asyncio.sleep(0.01)
-            await client
-        expected = [(seq, node_line(seq)) for seq in range(1, last + 1)]
-        assert got == expected
-        assert await _read_until(journal, last) == expected
-        assert ingest.alive() and edge.alive()
-    for proc in (ingest, edge):
-        assert "Traceback" not in proc.log()
+    got = await ingest_edge_and_client(tmp_path, journal, last=30)
+    expected = [(seq, node_line(seq)) for seq in range(1, 31)]
+    assert got == expected
+    assert await _read_until(journal, 30) == expected
 
 
 def test_a_creds_file_the_server_does_not_trust_is_final_at_first_connect(
