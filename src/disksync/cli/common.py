@@ -26,10 +26,13 @@ from disksync.config import load_settings
 from disksync.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:  # every command imports this module: what only serve and ingest use is lazy
+    from prometheus_client import CollectorRegistry
+
     from disksync.config import ServeSettings
     from disksync.entry import SourceStatus
     from disksync.ingest import Ingest, IngestStats
     from disksync.ingest.heal import HealSource
+    from disksync.journal import Journal
     from disksync.source import TailerConfig
 
 S = TypeVar("S")
@@ -197,6 +200,33 @@ def check_serve_data_dir(data_dir: Path) -> None:
             REPLICA_DIR,
             REPLICA_DIR,
         )
+
+
+def node_ingest(
+    journal: Journal,
+    settings: ServeSettings,
+    *,
+    registry: CollectorRegistry,
+    use_inotify: bool = True,
+) -> Ingest:
+    """The node's log followed into ``journal`` as ``serve`` and ``ingest`` both configure it
+    (``settings.data_dir`` must be set)."""
+    from disksync.config import parse_start
+    from disksync.ingest import Ingest
+    from disksync.ingest.fill import FillOptions
+
+    assert settings.data_dir is not None
+    return Ingest(
+        journal,
+        settings.data_dir,
+        start=parse_start(settings.start),
+        tailer_config=tailer_config(settings, use_inotify=use_inotify),
+        registry=registry,
+        stall_after_s=settings.stall_after_s,
+        heal_from=heal_source(settings),
+        heal_grace_s=settings.heal_grace_s,
+        heal_fill=FillOptions.retrying_at_most(settings.heal_retry_max_s),
+    )
 
 
 def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> TailerConfig:

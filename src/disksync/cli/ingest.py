@@ -38,15 +38,13 @@ from disksync.cli.common import (
     add_source_flags,
     check_serve_data_dir,
     event_loop_runner,
-    heal_source,
     ingest_progress,
+    node_ingest,
     settings_from,
-    tailer_config,
 )
-from disksync.config import ServeSettings, parse_listen, parse_start
+from disksync.config import ServeSettings, parse_listen
 from disksync.errors import ConfigError
-from disksync.ingest import Ingest, first_failure
-from disksync.ingest.fill import FillOptions
+from disksync.ingest import first_failure
 from disksync.journal import JetStreamJournal, Journal, Retention, open_journal
 from disksync.nats.status import StatusPublisher
 
@@ -188,17 +186,7 @@ async def run_ingest(
     journal = open_ingest_journal(settings, gap_grace_s=gap_grace_s, registry=registry)
     try:
         publisher: StatusPublisher | None = None
-        ingest = Ingest(
-            journal,
-            settings.data_dir,
-            start=parse_start(settings.start),
-            tailer_config=tailer_config(settings, use_inotify=use_inotify),
-            registry=registry,
-            stall_after_s=settings.stall_after_s,
-            heal_from=heal_source(settings),
-            heal_grace_s=settings.heal_grace_s,
-            heal_fill=FillOptions.retrying_at_most(settings.heal_retry_max_s),
-        )
+        ingest = node_ingest(journal, settings, registry=registry, use_inotify=use_inotify)
         if isinstance(journal, JetStreamJournal):
             nc, _, _ = await journal.connection()  # JournalError (exit 1) if NATS is down
             log.info(

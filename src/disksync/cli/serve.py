@@ -40,15 +40,13 @@ from disksync.cli.common import (
     add_source_flags,
     check_serve_data_dir,
     event_loop_runner,
-    heal_source,
     ingest_progress,
+    node_ingest,
     settings_from,
-    tailer_config,
 )
-from disksync.config import ServeSettings, parse_listen, parse_start
+from disksync.config import ServeSettings, parse_listen
 from disksync.entry import SourceStatus
 from disksync.ingest import Ingest, first_failure
-from disksync.ingest.fill import FillOptions
 from disksync.journal import JetStreamJournal, Retention, open_journal
 from disksync.keys import open_keystore
 from disksync.nats.status import StatusPublisher, StatusWatcher
@@ -179,17 +177,7 @@ async def run_serve(
     )
     ingest: Ingest | None = None
     if settings.data_dir is not None:
-        ingest = Ingest(
-            journal,
-            settings.data_dir,
-            start=parse_start(settings.start),
-            tailer_config=tailer_config(settings, use_inotify=use_inotify),
-            registry=registry,
-            stall_after_s=settings.stall_after_s,
-            heal_from=heal_source(settings),
-            heal_grace_s=settings.heal_grace_s,
-            heal_fill=FillOptions.retrying_at_most(settings.heal_retry_max_s),
-        )
+        ingest = node_ingest(journal, settings, registry=registry, use_inotify=use_inotify)
     elif not isinstance(journal, JetStreamJournal):
         log.warning(
             "no --data-dir and a local journal (%s): no node is read; this process only "
