@@ -21,6 +21,8 @@ storage in a temporary directory, on 127.0.0.1):
    (and from its return) to the yield, p50/p99, JetStream vs SQLite in interleaved rounds
    (``--live-only`` runs just this phase).
 
+``--edge-only`` runs phase 4 alone (about 3 min with the default 3 rounds).
+
 Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
 ``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
 running): only same-run ratios mean much.
@@ -387,8 +389,11 @@ def phases_edge(server: Server, quick: bool, rounds: int) -> None:
     duration = 3.0 if quick else 5.0
     rounds = 1 if quick else rounds
     print(f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} x {duration}s")
-    print("| clients | p99 ms JetStream (runs) | p99 ms SQLite (runs) | p99 ratio pooled |")
-    print("|---|---|---|---|")
+    print(
+        "| clients | p99 ms JetStream (runs) | p99 ms SQLite (runs) | p99 ratio pooled "
+        "| p50 ms JetStream / SQLite |"
+    )
+    print("|---|---|---|---|---|")
     for n in (1, 10, 100):
         runs: dict[str, list[dict[str, Any]]] = {"js": [], "sqlite": []}
         for _ in range(rounds):
@@ -400,7 +405,8 @@ def phases_edge(server: Server, quick: bool, rounds: int) -> None:
         js, sq = bench_fanout.pooled(runs["js"]), bench_fanout.pooled(runs["sqlite"])
         print(
             f"| {n} | {js['p99_ms']:.1f} ({js['runs']}) | {sq['p99_ms']:.1f} ({sq['runs']}) "
-            f"| {js['p99_ms'] / max(sq['p99_ms'], 1e-9):.2f} |"
+            f"| {js['p99_ms'] / max(sq['p99_ms'], 1e-9):.2f} "
+            f"| {js['p50_ms']:.2f} / {sq['p50_ms']:.2f} |"
         )
     count = 150 if quick else 400
     print(f"\n## 4b. from_seq catch-up through the edge, one client, {count} lines")
@@ -417,6 +423,7 @@ def main() -> None:
     parser.add_argument("--skip-edge", action="store_true", help="phases 1-3 only")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per fan-out row")
     parser.add_argument("--live-only", action="store_true", help="phase 5 only")
+    parser.add_argument("--edge-only", action="store_true", help="phase 4 (edge fan-out) only")
     parser.add_argument("--live-rounds", type=int, default=2, help="interleaved phase-5 rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
@@ -426,6 +433,9 @@ def main() -> None:
         print(f"# bench_nats  (cpus={os.cpu_count()}, shared machine; nats-server on 127.0.0.1)\n")
         if args.live_only:
             asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
+            return
+        if args.edge_only:
+            phases_edge(server, args.quick, args.rounds)
             return
         asyncio.run(phases_in_process(server, root, args.quick))
         asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
