@@ -179,9 +179,12 @@ def sequence_of(msg: Msg) -> int:
     return int((msg.headers or {})["Nats-Sequence"])
 
 
-async def assemble(reader: DirectReader, subjects: wire.Subjects, msg: Msg) -> Entry:
-    """The entry a stored ``cmd`` message stands for (chunks fetched if it is a manifest)."""
-    seq = sequence_of(msg)
+async def assemble(
+    reader: DirectReader, subjects: wire.Subjects, msg: Msg, seq: int | None = None
+) -> Entry:
+    """The entry a stored ``cmd`` message stands for (chunks fetched if it is a manifest);
+    ``seq`` for a pushed message, which has no ``Nats-Sequence`` header (its reply says it)."""
+    seq = sequence_of(msg) if seq is None else seq
     headers = msg.headers or {}
     manifest_value = headers.get(wire.CHUNKS)
     if manifest_value is None:
