@@ -21,7 +21,9 @@ storage in a temporary directory, on 127.0.0.1):
    (and from its return) to the yield, p50/p99, JetStream vs SQLite in interleaved rounds
    (``--live-only`` runs just this phase).
 
-``--edge-only`` runs phase 4 alone (about 3 min with the default 3 rounds).
+``--edge-only`` runs phase 4 alone (about 3 min with the default 3 rounds). ``--pin-nats`` puts
+nats-server on the CPUs of the load (appender, clients) instead of wherever the kernel puts it,
+which includes the edge's CPU.
 
 Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
 ``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
@@ -67,8 +69,9 @@ def fresh(prefix: str) -> str:
 class Server:
     """One nats-server (JetStream, file storage) for the whole run, stopped by PID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cpus: set[int] | None = None) -> None:
         self.root = root
+        self.cpus = cpus  # None: wherever the kernel puts it
         self.port = bench_fanout.free_port()
         self.monitor = bench_fanout.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,7 +92,13 @@ class Server:
             f"jetstream {{ store_dir: {str(self.root / 'js')!r} }}\n"
         )
         log = (self.root / "nats.log").open("ab")
-        self.proc = subprocess.Popen([str(binary), "-c", str(conf)], stdout=log, stderr=log)
+        cpus = self.cpus
+        self.proc = subprocess.Popen(
+            [str(binary), "-c", str(conf)],
+            stdout=log,
+            stderr=log,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -424,13 +433,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per fan-out row")
     parser.add_argument("--live-only", action="store_true", help="phase 5 only")
     parser.add_argument("--edge-only", action="store_true", help="phase 4 (edge fan-out) only")
+    parser.add_argument(
+        "--pin-nats",
+        action="store_true",
+        help="nats-server on the load CPUs (with the appender and the clients), off the edge's",
+    )
     parser.add_argument("--live-rounds", type=int, default=2, help="interleaved phase-5 rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
-    server = Server(root)
+    cpus = sorted(os.sched_getaffinity(0))
+    server = Server(root, set(cpus[1:]) if args.pin_nats and len(cpus) > 1 else None)
     server.start()
     try:
-        print(f"# bench_nats  (cpus={os.cpu_count()}, shared machine; nats-server on 127.0.0.1)\n")
+        placed = f"pinned to CPUs {sorted(server.cpus)}" if server.cpus else "not pinned"
+        print(
+            f"# bench_nats  (cpus={os.cpu_count()}, shared machine; nats-server on 127.0.0.1,"
+            f" {placed})\n"
+        )
         if args.live_only:
             asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
             return
