@@ -374,6 +374,38 @@ async def test_a_caught_up_follower_gets_each_line_pushed(nats_server: NatsServe
         await reader.close()
 
 
+async def test_an_idle_live_follower_keeps_its_consumer(nats_server: NatsServer) -> None:
+    """Heartbeats (and flow control) are not deliveries: a follower idle for many heartbeats
+    stays on the same consumer and takes the next line from it."""
+    stream = fresh_name("P")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 1))
+        got = [await anext(following)]
+        step = asyncio.ensure_future(anext(following))
+        await until(lambda: consumers(js, stream)(1))
+        (before,) = await js.consumers_info(stream)
+        await asyncio.sleep(1.5)  # heartbeat_s 0.2: seven heartbeats, no line
+        await writer.append(make_entries(2, 2))
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = None
+        (after,) = await js.consumers_info(stream)
+        assert stored(got) == stored(make_entries(1, 2))
+        assert after.name == before.name and resets(reader) == {}
+    finally:
+        await settle(step)
+        await following.aclose()
+        await nc.close()
+        await writer.close()
+        await reader.close()
+
+
 async def test_a_refused_or_duplicate_publish_is_never_pushed(nats_server: NatsServer) -> None:
     """Only what JetStream stored reaches a live follower: a fenced publish (a stale writer)
     and a duplicate of a stored height with other bytes (its id is known) are not."""
