@@ -486,6 +486,44 @@ async def test_lines_of_every_shape_come_through_the_live_feed(nats_server: Nats
         await reader.close()
 
 
+async def test_a_manifest_pushed_before_its_chunks_waits_for_them(
+    nats_server: NatsServer,
+) -> None:
+    """A region-2 mirror's chunk stream mirrors on its own and may lag the manifest it was
+    pushed before: the live follower waits for the chunks, then yields the exact bytes."""
+    stream = fresh_name("P")
+    writer = opener(nats_server, stream)
+    reader = opener(nats_server, stream)
+    subjects = wire.Subjects(stream)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    following = reader.follow(1)
+    step: asyncio.Future[Entry] | None = None
+    try:
+        await writer.append(make_entries(1, 1))  # both streams exist, no chunk stored yet
+        got = [await anext(following)]
+        step = asyncio.ensure_future(anext(following))
+        await until(lambda: consumers(js, stream)(1))
+        line = make_entry(2, size=3000)
+        parts = [line.payload[:1000], line.payload[1000:]]
+        manifest = wire.manifest_headers(line, 1, len(parts), "late")
+        await js.publish(subjects.cmd, b"", headers=manifest)
+        await asyncio.sleep(0.3)  # the follower has the manifest and no chunk
+        assert not step.done()
+        for part in parts:
+            await js.publish(subjects.chunk(2, "late"), part)
+        async with asyncio.timeout(scaled(10)):
+            got.append(await step)
+        step = None
+        assert stored(got) == stored([make_entry(1), line])
+    finally:
+        await settle(step)
+        await following.aclose()
+        await nc.close()
+        await writer.close()
+        await reader.close()
+
+
 async def test_a_deleted_consumer_falls_back_to_direct_get(nats_server: NatsServer) -> None:
     """A consumer the server dropped (deleted here by hand; a restart, inactivity) goes
     silent: after three heartbeats the follower reads by direct get, then pushes again."""
