@@ -23,7 +23,8 @@ storage in a temporary directory, on 127.0.0.1):
 
 ``--edge-only`` runs phase 4 alone (about 3 min with the default 3 rounds). ``--pin-nats`` puts
 nats-server on the CPUs of the load (appender, clients) instead of wherever the kernel puts it,
-which includes the edge's CPU.
+which includes the edge's CPU. ``--warmup S`` (phase 4): seconds of each run before the
+measured ones (1 by default; a fresh edge's first seconds on JetStream hold its slowest lines).
 
 Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
 ``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
@@ -394,10 +395,13 @@ async def phases_in_process(server: Server, root: Path, quick: bool) -> None:
     print()
 
 
-def phases_edge(server: Server, quick: bool, rounds: int) -> None:
+def phases_edge(server: Server, quick: bool, rounds: int, warmup: float = 1.0) -> None:
     duration = 3.0 if quick else 5.0
     rounds = 1 if quick else rounds
-    print(f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} x {duration}s")
+    print(
+        f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} x {duration}s"
+        f" after {warmup:g}s of warm-up"
+    )
     print(
         "| clients | p99 ms JetStream (runs) | p99 ms SQLite (runs) | p99 ratio pooled "
         "| p50 ms JetStream / SQLite |"
@@ -409,7 +413,9 @@ def phases_edge(server: Server, quick: bool, rounds: int) -> None:
             for kind in ("js", "sqlite"):
                 journal = f"{server.url}?stream={fresh('X')}" if kind == "js" else None
                 runs[kind].append(
-                    bench_fanout.measure("ours", n, rate=14.0, duration=duration, journal=journal)
+                    bench_fanout.measure(
+                        "ours", n, rate=14.0, duration=duration, journal=journal, warmup=warmup
+                    )
                 )
         js, sq = bench_fanout.pooled(runs["js"]), bench_fanout.pooled(runs["sqlite"])
         print(
@@ -438,6 +444,9 @@ def main() -> None:
         action="store_true",
         help="nats-server on the load CPUs (with the appender and the clients), off the edge's",
     )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="phase 4: seconds of each run not measured"
+    )
     parser.add_argument("--live-rounds", type=int, default=2, help="interleaved phase-5 rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
@@ -454,12 +463,12 @@ def main() -> None:
             asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
             return
         if args.edge_only:
-            phases_edge(server, args.quick, args.rounds)
+            phases_edge(server, args.quick, args.rounds, args.warmup)
             return
         asyncio.run(phases_in_process(server, root, args.quick))
         asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
         if not args.skip_edge:
-            phases_edge(server, args.quick, args.rounds)
+            phases_edge(server, args.quick, args.rounds, args.warmup)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
