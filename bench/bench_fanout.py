@@ -507,6 +507,7 @@ def measure(
     server_flags: tuple[str, ...] = (),
     beside_appender: bool = False,
     journal: str | None = None,
+    warmup: float = 1.0,
 ) -> dict[str, Any]:
     """One run: server, N clients in their own process(es), publisher; returns the figures.
     ``beside_appender``: an appender also runs, into a journal of its own that nobody reads.
@@ -524,7 +525,6 @@ def measure(
     else:
         server = spawn("--role", "ref-server", "--port", str(port), "--rate", str(rate))
     wait_line(server, "ready")
-    warmup = 1.0
     groups = max(1, min(2, n // 50))
     per = [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
     clients = [

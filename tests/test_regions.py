@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from websockets.asyncio.client import connect
 
@@ -56,6 +57,19 @@ def regions(tmp_path: Path) -> Iterator[tuple[NatsServer, NatsServer, LinkProxy]
     finally:
         hub.stop()
         link.close()
+
+
+async def consumer_count(server: NatsServer, stream: str) -> int:
+    async with asyncio.timeout(scaled(10)):
+        while True:
+            nc = await nats.connect(url_of(server))
+            try:
+                count = (await nc.jetstream().stream_info(stream)).state.consumer_count
+            finally:
+                await nc.close()
+            if count:  # a follower makes its consumer just after it caught up: give it time
+                return count
+            await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
@@ -135,6 +149,9 @@ async def test_a_mirrored_region_serves_the_same_feed_and_survives_the_link(
             seqs: list[int] = []
             try:
                 await asyncio.wait_for(read_lines(tail, seqs, heights[-1]), scaled(30))
+                # Each edge is live on one push consumer, region 2's on the mirror stream.
+                for server in (hub, leaf):
+                    assert await consumer_count(server, "S") == 1
                 edges[0].kill()  # region 1's edge dies: tail goes on in region 2
                 await r1.append([entry(s) for s in range(FIRST + 30, FIRST + 40)])
                 await asyncio.wait_for(read_lines(tail, seqs, FIRST + 39), scaled(30))

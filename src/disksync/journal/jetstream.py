@@ -13,12 +13,14 @@ Rules kept here (the layout is ``jetstream_wire``'s; docs/JOURNAL.md, "JetStream
   own limits (``max_age``/``max_bytes`` set by an operator) work too: whatever removed the
   oldest messages, a read below the first one raises ``RetentionError``.
 * ``follow`` reads in batches (``jetstream_read``; while behind, the next batch is requested
-  before the current one is handed out) and, once caught up, waits for a writer's
-  tick (a core-NATS message each append sends) or ``poll_interval_s``, whichever comes first:
-  one batch of memory per follower, no server-side consumer to lose on a restart. A tick that
-  carries the line at exactly the follower's next height is yielded as it is (the live path:
-  no direct get); any other height, a bare tick or none at all falls back to the direct get,
-  so a lost, stale or early tick costs a round trip, never a gap or a repeat.
+  before the current one is handed out): one batch of memory per follower. Once caught up (a
+  batch came back empty) it makes an ephemeral push consumer from its next height
+  (``jetstream_push``): each line then crosses the server once, pushed as soon as it is
+  stored, never a refused or duplicate publish. Any doubt about that feed (a consumer seq
+  that skips, silence past three heartbeats, a reconnect, a server restart, too slow a
+  follower) drops it and the follower reads on by direct get from its position, then makes a
+  new one: a lost consumer costs reads, never a gap, a repeat or a stall. Writers send nothing
+  but their publishes (no ticks).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from disksync.errors import JournalError, RetentionError
 from disksync.journal import jetstream_wire as wire
 from disksync.journal.base import AppendResult, Retention
 from disksync.journal.jetstream_append import Appender
+from disksync.journal.jetstream_push import LiveFeed, Lost
 from disksync.journal.jetstream_read import DirectReader, assemble, payload_size, sequence_of
 from disksync.journal.jetstream_retention import Trimmer
 from disksync.journal.metrics import JournalMetrics
@@ -50,7 +53,6 @@ from disksync.nats.url import NatsRefused, NatsTarget, connect
 log = logging.getLogger(__name__)
 
 FIRST_SEQ_KEY = "disksync_first_seq"  # stream metadata: the height the stream began at
-_CARRIED_MAX = 8  # carried lines a follower keeps (each at most 1 MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,8 @@ class JetStreamOptions:
     replicas: int = 1
     gap_grace_s: float = 0.0  # how long a writer waits for another one to fill a gap
     connect_timeout_s: float = 5.0
-    poll_interval_s: float = 0.25  # follower's wake-up when no tick arrives
+    poll_interval_s: float = 0.25  # follower's wait for a stream that does not exist yet
+    heartbeat_s: float = 1.0  # live push consumer's idle heartbeat (3 missed: gone)
     batch_entries: int = 256
     batch_bytes: int = 16 << 20
     retention_interval_s: float = 1.0
@@ -276,57 +279,41 @@ class JetStreamJournal:
         return out
 
     async def follow(self, start: int) -> AsyncIterator[Entry]:
-        nc, _, reader = await self.connection()
-        wake = asyncio.Event()
-        # Lines the writers' ticks carried, by height; only the one at exactly ``position`` is
-        # ever taken (it was acknowledged as stored there), the rest are dropped as we pass.
-        carried: dict[int, Entry] = {}
+        _, _, reader = await self.connection()
         position: int | None = None
-
-        async def on_tick(msg: Msg) -> None:
-            entry = wire.carried(msg.data, msg.headers)
-            if entry is not None and (position is None or entry.seq >= position):
-                carried[entry.seq] = entry
-                while len(carried) > _CARRIED_MAX:
-                    del carried[min(carried)]
-            wake.set()
-
-        subscription = await nc.subscribe(self.subjects.tick, cb=on_tick)
+        while position is None:
+            begun = await self._start_of(start)
+            if begun is not None:
+                position = begun[0]
+                break
+            await asyncio.sleep(self.options.poll_interval_s)  # no stream yet
         ahead: asyncio.Task[list[Msg]] | None = None
+        feed: LiveFeed | None = None
         try:
-            while position is None:
-                wake.clear()
-                begun = await self._start_of(start)
-                if begun is not None:
-                    position = begun[0]
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
-            idle = False  # caught up: wait for a tick (or the poll) before asking the stream
             while True:
-                if idle and position not in carried:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.options.poll_interval_s)
-                idle = False
-                wake.clear()
-                if ahead is None and carried:
-                    entry = carried.pop(position, None)
-                    for seq in [s for s in carried if s < position]:
-                        del carried[seq]
-                    if entry is not None:
-                        # The next height, from its tick: no round trip to the stream. Nothing
-                        # is known past it, so the next one is waited for like after an empty
-                        # batch (a later line's tick, or the poll asks the stream).
-                        position += 1
-                        idle = True
-                        yield entry
-                        continue
+                if feed is not None:
+                    # Caught up: the server pushes each line once stored (jetstream_push).
+                    try:
+                        seq, msg = await feed.next()
+                        if seq < position:
+                            raise Lost("status", f"pushed seq {seq} behind {position}")
+                    except Lost as exc:
+                        self._feed_lost(exc)
+                        await feed.close()
+                        feed = None
+                        continue  # back to direct get from the position
+                    await self._check_skip(position, seq)
+                    position = seq + 1
+                    yield await assemble(reader, self.subjects, msg, seq)
+                    continue
                 if ahead is not None:
                     msgs, ahead = await ahead, None
                 else:
                     msgs = await self._follow_batch(reader, position)
                 if not msgs:
-                    idle = True
+                    feed = await self._open_feed(position)
+                    if feed is None:
+                        await asyncio.sleep(self.options.poll_interval_s)
                     continue
                 await self._check_skip(position, sequence_of(msgs[0]))
                 position = sequence_of(msgs[-1]) + 1
@@ -340,8 +327,37 @@ class JetStreamJournal:
                 ahead.cancel()
                 with contextlib.suppress(BaseException):
                     await ahead
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            if feed is not None:
+                await feed.close()
+
+    async def _open_feed(self, position: int) -> LiveFeed | None:
+        """A push consumer from ``position``; ``None`` (counted, logged) if none can be made."""
+        nc, js, reader = await self.connection()
+        options = self.options
+        feed = LiveFeed(
+            nc,
+            js,
+            reader,
+            api_prefix=self.api_prefix,
+            stream=options.stream,
+            subject=self.subjects.cmd,
+            heartbeat_s=options.heartbeat_s,
+            max_msgs=options.batch_entries,
+            max_bytes=options.batch_bytes,
+        )
+        try:
+            await feed.open(position)
+        except Lost as exc:
+            self._feed_lost(exc)
+            return None
+        return feed
+
+    def _feed_lost(self, exc: Lost) -> None:
+        self.metrics.live_resets.labels(exc.reason).inc()
+        level = logging.DEBUG if exc.reason == "reconnected" else logging.INFO
+        log.log(
+            level, "live push consumer of %s given up (%s): direct get", self.options.stream, exc
+        )
 
     async def _follow_batch(self, reader: DirectReader, position: int) -> list[Msg]:
         return await reader.batch(
@@ -357,18 +373,6 @@ class JetStreamJournal:
         if len(msgs) >= self.options.batch_entries:
             return True
         return sum(payload_size(m) for m in msgs) >= self.options.batch_bytes // 2
-
-    async def tick(self, last_seq: int, carry: Sequence[Entry] = ()) -> None:
-        """Wake followers after an append: one tick per line in ``carry`` (each carrying
-        it, ``jetstream_wire``), else one bare tick. Only after the acknowledgements."""
-        if self._nc is None:
-            return
-        for entry in carry:
-            await self._nc.publish(
-                self.subjects.tick, entry.payload, headers=wire.tick_headers(entry)
-            )
-        if not carry:
-            await self._nc.publish(self.subjects.tick, str(last_seq).encode())
 
     async def close(self) -> None:
         if self._closed:

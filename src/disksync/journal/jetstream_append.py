@@ -127,7 +127,6 @@ class Appender:
             return AppendResult(0, 0, bounds.last_seq, 0)
         remaining = list(entries)
         appended = duplicates = appended_bytes = 0
-        new: list[Entry] = []  # what this call stored, in order (the ticks may carry them)
         waited_for_gap: int | None = None
         lost_since: float | None = None
         known, self._known = self._known, None  # forgotten if this call fails
@@ -171,7 +170,6 @@ class Appender:
                 continue
             lost_since = None
             appended += len(stored)
-            new.extend(stored)
             appended_bytes += sum(len(e.payload) for e in stored)
             taken = {e.seq for e in stored}
             remaining = [e for e in remaining if e.seq not in taken]
@@ -204,16 +202,7 @@ class Appender:
         metrics.duplicates.inc(duplicates)
         if appended:
             metrics.appended_bytes.inc(appended_bytes)
-            await self._journal.tick(state.last_seq, self._carry(new))
         return result
-
-    def _carry(self, new: list[Entry]) -> list[Entry]:
-        """The lines the ticks carry: all of this call's, or none (chunked, or too many)."""
-        if any(len(e.payload) > self._chunk_size for e in new):
-            return []
-        if sum(len(e.payload) for e in new) > wire.TICK_CARRY_BYTES:
-            return []
-        return new
 
     async def _judge(self, old: list[Entry], state: StreamState) -> int:
         """Compare repeats with what is stored; all of them, before anything is written."""

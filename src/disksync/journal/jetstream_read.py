@@ -7,7 +7,8 @@ Rules kept here:
 * A batch is bounded in messages and in bytes (``max_bytes`` goes to the server too), so a
   reader holds at most one batch of payloads at a time, however far behind it is.
 * A manifest's chunks come from the chunk stream by sequence, in one more batch request per
-  line, and are checked against the manifest's size before the line is returned.
+  line, and are checked against the manifest's size before the line is returned; chunks not
+  there yet are waited for up to ``_CHUNKS_LATE_S`` (a mirror's chunk stream may lag).
 * A server restart is a pause, not an error: a request (or its answers) lost with the
   connection is sent again from the first message not yet received once nats-py has
   reconnected (it does so forever on its own); only a connected server that stays silent for
@@ -31,6 +32,7 @@ from disksync.journal import jetstream_wire as wire
 
 _REQUEST_TIMEOUT_S = 10.0
 _SLICE_S = 0.25  # how often a waiting request looks at the connection
+_CHUNKS_LATE_S = 5.0  # how long a manifest's missing chunks are waited for
 
 
 class DirectReader:
@@ -179,9 +181,12 @@ def sequence_of(msg: Msg) -> int:
     return int((msg.headers or {})["Nats-Sequence"])
 
 
-async def assemble(reader: DirectReader, subjects: wire.Subjects, msg: Msg) -> Entry:
-    """The entry a stored ``cmd`` message stands for (chunks fetched if it is a manifest)."""
-    seq = sequence_of(msg)
+async def assemble(
+    reader: DirectReader, subjects: wire.Subjects, msg: Msg, seq: int | None = None
+) -> Entry:
+    """The entry a stored ``cmd`` message stands for (chunks fetched if it is a manifest);
+    ``seq`` for a pushed message, which has no ``Nats-Sequence`` header (its reply says it)."""
+    seq = sequence_of(msg) if seq is None else seq
     headers = msg.headers or {}
     manifest_value = headers.get(wire.CHUNKS)
     if manifest_value is None:
@@ -189,6 +194,8 @@ async def assemble(reader: DirectReader, subjects: wire.Subjects, msg: Msg) -> E
     manifest = wire.parse_manifest(seq, manifest_value)
     parts: list[bytes] = []
     next_seq = manifest.first_chunk
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _CHUNKS_LATE_S
     while len(parts) < manifest.count:
         got = await reader.batch(
             subjects.chunk_stream,
@@ -198,7 +205,12 @@ async def assemble(reader: DirectReader, subjects: wire.Subjects, msg: Msg) -> E
             expect_stream=True,
         )
         if not got:
-            break
+            # A mirror's chunk stream is a mirror of its own and may lag the manifest it was
+            # pushed before (region 2); the origin stores chunks first, so this never waits.
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+            continue
         parts.extend(m.data for m in got)
         next_seq = sequence_of(got[-1]) + 1
     payload = b"".join(parts)

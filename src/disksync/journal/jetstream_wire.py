@@ -12,11 +12,9 @@ Rules kept here:
   the side stream ``<STREAM>_CHUNKS`` as numbered chunks first; the entry at its height is
   then a *manifest*: no payload, a header naming the first chunk's sequence, the chunk count
   and the total size. The line's bytes are the chunks' concatenation, checked against the size.
-* A *tick* (core NATS, not stored) follows every append that stored something, after its
-  acknowledgements. When the append's new lines are few and small (not chunked, at most
-  ``TICK_CARRY_BYTES`` in all) each one is its own tick carrying the line, its height
-  (``Ds-Seq``) and its times: a follower at exactly that height takes it instead of asking the
-  stream. Otherwise one bare tick (payload = the last seq, no headers) only wakes followers.
+* A message pushed to a live follower (``jetstream_push``) is the stored one: same payload and
+  headers, its stream seq (the height) in the ``$JS.ACK…`` reply subject instead of a
+  ``Nats-Sequence`` header.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ from disksync.errors import JournalError
 TS_MS = "Ds-Ts-Ms"
 INGEST_US = "Ds-Ingest-Us"
 CHUNKS = "Ds-Chunks"  # "<first chunk seq> <count> <total size> <token>"
-TICK_SEQ = "Ds-Seq"  # on a tick that carries the entry it announces
-TICK_CARRY_BYTES = 1 << 20  # an append whose new lines exceed this sends a bare tick
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -54,11 +50,6 @@ class Subjects:
     @property
     def all(self) -> str:
         return f"disksync.{self.stream}.*"
-
-    @property
-    def tick(self) -> str:
-        """Core-NATS subject (not stored) a writer pings after each append: followers wake."""
-        return f"disksync.{self.stream}.tick.x"
 
     @property
     def status(self) -> str:
@@ -85,20 +76,6 @@ def entry_headers(entry: Entry) -> dict[str, str]:
         MSG_ID: str(entry.seq),
         EXPECTED_LAST_SEQ: str(entry.seq - 1),
     }
-
-
-def tick_headers(entry: Entry) -> dict[str, str]:
-    return {TICK_SEQ: str(entry.seq), TS_MS: str(entry.ts_ms), INGEST_US: str(entry.ingest_ts_us)}
-
-
-def carried(payload: bytes, headers: dict[str, str] | None) -> Entry | None:
-    """The entry a tick carries; ``None`` for a bare tick or one that is not ours."""
-    if not headers or TICK_SEQ not in headers:
-        return None
-    try:
-        return Entry(int(headers[TICK_SEQ]), payload, int(headers[TS_MS]), int(headers[INGEST_US]))
-    except (KeyError, ValueError):
-        return None
 
 
 def gap_headers(seq: int, *, chained: bool = False) -> dict[str, str]:

@@ -45,6 +45,13 @@ class JournalMetrics:
             "Heights published as gap markers (JetStream: missing upstream after the grace)",
             registry=registry,
         )
+        self.live_resets = Counter(
+            "disksync_journal_live_consumer_resets",
+            "JetStream follow: live push consumers given up or not made (reason: dropped, "
+            "silent, reconnected, status, create); the follower read on by direct get",
+            ["reason"],
+            registry=registry,
+        )
         self.filled = Counter(
             "disksync_journal_filled_entries",
             "Entries inserted below the head into recorded gaps (fill, for history)",
