@@ -346,3 +346,67 @@ async def test_a_late_node_line_for_a_seq_filled_from_the_heal_source_is_compare
     assert metric(registry, "disksync_ingest_duplicates_total") == 9
     assert metric(registry, "disksync_ingest_conflicts_total") == 1
     assert metric(registry, "disksync_ingest_late_total") == 2
+
+
+async def test_serve_takes_an_empty_archive_root_and_heals_from_it_once_record_uploads(
+    tmp_path: Path,
+) -> None:
+    """``--heal-from ROOT`` where ``record`` has not uploaded anything yet (the directory is
+    empty): ``serve`` starts (warned) instead of refusing it, and every heal looks for the
+    archive's files again: a skip after the first upload is healed in order, one whose
+    heights come only later is filled in then."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    data = tmp_path / "node"
+    write_node_lines(data, START, START + 1, START + 30)
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = state / "journal.sqlite"
+    ours = ServeProcess(state)
+    ours.config = tmp_path / "serve.toml"
+    ours.config.write_text(
+        f'[serve]\ndata_dir = "{data}"\nstart = "earliest"\nheal_from = "{root}"\n'
+        f"heal_grace_s = {scaled(1)}\nheal_retry_max_s = 0.3\n"
+    )
+    try:
+        ours.start()
+        _, key = create_key(state)
+        await wait_journal(journal, "S+30", lambda b: b.last_seq == START + 30)
+        upload(root, tmp_path / "spool1", START + 1, START + 50)  # record's first uploads
+        write_node_lines(data, START + 50, START + 51, START + 70)  # skipped 31..50
+        await wait_journal(journal, "S+70", lambda b: b.last_seq == START + 70)
+        async with SqliteJournal(journal) as reader:
+            assert await reader.gaps() == []  # healed in order, from the files found now
+        write_node_lines(data, START + 80, START + 81, START + 100)  # skipped 71..80
+        await wait_journal(journal, "S+100", lambda b: b.last_seq == START + 100)
+        upload(root, tmp_path / "spool2", START + 51, START + 100)  # the archive catches up
+        await wait_journal(journal, "the fill", lambda b: b.count == 100)
+        assert await backfill(ours.port, key) == NODE
+        log = ours.log_path.read_text()
+        assert f"heal_from {root} holds no file yet: taken as an archive root" in log
+        assert "healed 20 of 20 missing seq(s)" in log, log[-3000:]
+        assert "filled 10 of 10 missing seq(s)" in log, log[-3000:]
+    finally:
+        ours.kill()
+
+
+def test_a_heal_source_that_does_not_exist_is_still_refused(tmp_path: Path) -> None:
+    """Only an existing, empty directory is taken for an archive root still to come: a path
+    that does not exist (a typo would never heal) stops ``serve`` with a clear error, and
+    ``verify`` still refuses an empty one (it would compare nothing)."""
+    from archive_helpers import cli
+
+    (tmp_path / "node" / "replica_cmds").mkdir(parents=True)
+    missing = tmp_path / "nope"
+    done = cli(
+        "serve", "--data-dir", str(tmp_path / "node"), "--state-dir", str(tmp_path / "state"),
+        "--heal-from", str(missing),
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"{str(missing)!r} is not a directory, an archive, a journal or a feed URL" in (
+        done.stderr
+    )
+    (tmp_path / "empty").mkdir()
+    done = cli("verify", str(tmp_path / "node"), str(tmp_path / "empty"))
+    assert done.returncode != 0
+    assert "holds no replica_cmds/ directory" in done.stderr
