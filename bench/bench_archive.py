@@ -3,13 +3,16 @@ measured in the same run on the same files.
 
 Usage: python bench/bench_archive.py [--mb 400] [--mean-bytes 190000] [--lines-per-file 500]
                                      [--rounds 3] [--skip-e2e] [--profile STEP]
+                                     [--only record]
 
 1. ``--mb`` of simulated mainnet-sized blocks (the simulator's action mix, ~190 KB mean) are
    generated in memory once (not timed).
 2. record core: the recorder's spool → seal (LZ4) → upload path (``upload.write_archive``)
    into a local store, lines handed over one by one as the feed hands them; its rate against
    mainnet's (14 blocks/s of ~190 KB), and the seal's CPU per MB against ``lz4.frame.compress``
-   of the same bytes with the same frame settings (reference).
+   of the same bytes with the same frame settings (reference); the same seal with the
+   manifest's two sha256 stubbed out (its compression alone), and the two sha256 alone; all
+   four interleaved round by round, best of ``--rounds`` each. ``--only record`` stops here.
 3. compression: our frames against what Hyperliquid's node runs on its files, the ``lz4``
    1.9.4 command line with its defaults (4 MiB independent blocks, content checksum, level 1),
    when ``lz4`` is on PATH: bytes and ratio.
@@ -59,6 +62,7 @@ from disksync.journal import open_journal
 from disksync.simulate.blocks import BlockGenerator
 from disksync.store import open_store
 
+SECTIONS = ("record",)  # --only: what can be run alone (more may follow)
 MAINNET_BLOCKS_S = 14
 MAINNET_MB_S = 14 * 190_000 / 1e6
 FIRST = 760_000_001
@@ -107,18 +111,38 @@ def profiled(name: str, wanted: str | None, fn: Callable[[], object]) -> float:
     return elapsed
 
 
+class _NoHash:
+    """A sha256 that hashes nothing: the seal's compression alone (``hashes=False``)."""
+
+    def update(self, data: object) -> None:
+        return None
+
+    def hexdigest(self) -> str:
+        return "0" * 64
+
+
 def record_core(
-    lines: list[tuple[int, bytes, int]], work: Path, lines_per_file: int
+    lines: list[tuple[int, bytes, int]], work: Path, lines_per_file: int, *, hashes: bool = True
 ) -> tuple[float, float, Path]:
-    """Wall seconds of the whole spool → seal → upload path, and the CPU seconds of sealing."""
-    root = work / "root"
+    """Wall seconds of the whole spool → seal → upload path, and the CPU seconds of sealing.
+    ``hashes=False``: the same path with the manifest's two sha256 stubbed out (into its own
+    root: those manifests are wrong)."""
+    root = work / ("root" if hashes else "root-unhashed")
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(work / "spool", ignore_errors=True)
     store = open_store(str(root))
+    from disksync.archive import frames as frames_module
     from disksync.archive import spool as spool_module
+
+    class Unhashed(frames_module.FrameWriter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines_sha256 = self.object_sha256 = _NoHash()  # type: ignore[assignment]
 
     seal_cpu = 0.0
     original = spool_module.Spool._seal
+    namespace = vars(spool_module)  # the name the seal looks up, swapped for one run
+    writer = namespace["FrameWriter"]
 
     def counting_seal(self: spool_module.Spool, height: int) -> spool_module.SealedFile:
         nonlocal seal_cpu
@@ -129,10 +153,13 @@ def record_core(
             seal_cpu += time.thread_time() - before
 
     spool_module.Spool._seal = counting_seal  # type: ignore[method-assign]
+    if not hashes:
+        namespace["FrameWriter"] = Unhashed
     try:
         elapsed = timed(lambda: write_archive(store, iter(lines), work / "spool", lines_per_file))
     finally:
         spool_module.Spool._seal = original  # type: ignore[method-assign]
+        namespace["FrameWriter"] = writer
     return elapsed, seal_cpu, root
 
 
@@ -361,33 +388,51 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--profile", default=None, help="cProfile one step: import|verify|replay")
+    parser.add_argument(
+        "--only", default=None, help="record: the record core and its references, nothing else"
+    )
     args = parser.parse_args()
 
     lines = generate(args.mb, args.mean_bytes)
     raw_bytes = sum(len(line) + 1 for _, line, _ in lines)
     mb = raw_bytes / 1e6
     count = len(lines)
+    if args.only is not None and args.only not in SECTIONS:
+        raise SystemExit(f"--only: expected one of {', '.join(SECTIONS)}, got {args.only!r}")
     print(f"{len(lines)} lines, {mb:.0f} MB (mean {raw_bytes / len(lines) / 1e3:.0f} KB)")
     with tempfile.TemporaryDirectory(prefix="bench-archive-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
         best_record = float("inf")
-        seal_cpu = 0.0
+        seal_cpu = bare_seal_cpu = ref_cpu = sha_cpu = float("inf")
         root = work / "root"
+        # Interleaved, best of the rounds for each: the seal, the same seal without the
+        # sha256, and the two references, each round under the same load.
         for _ in range(args.rounds):
             elapsed, cpu, root = record_core(lines, work, args.lines_per_file)
-            if elapsed < best_record:
-                best_record, seal_cpu = elapsed, cpu
+            best_record = min(best_record, elapsed)
+            seal_cpu = min(seal_cpu, cpu)
+            _, cpu, unhashed = record_core(lines, work, args.lines_per_file, hashes=False)
+            bare_seal_cpu = min(bare_seal_cpu, cpu)
+            shutil.rmtree(unhashed)
+            files = data_files(root)
+            ref_cpu = min(ref_cpu, compress_reference_cpu(files))
+            sha_cpu = min(sha_cpu, manifest_sha256_cpu(files))
         files = data_files(root)
-        ref_cpu = min(compress_reference_cpu(files) for _ in range(args.rounds))
-        sha_cpu = min(manifest_sha256_cpu(files) for _ in range(args.rounds))
         rate = mb / best_record
+        per_mb = 1e3 / mb
         print(
             f"record core: {rate:.0f} MB/s, {len(lines) / best_record:.0f} blocks/s = "
-            f"{rate / MAINNET_MB_S:.0f}x mainnet; seal CPU {seal_cpu / mb * 1e3:.2f} ms/MB vs "
-            f"lz4.frame.compress {ref_cpu / mb * 1e3:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x; "
-            f"less the manifest's two sha256 ({sha_cpu / mb * 1e3:.2f} ms/MB alone): "
-            f"{(seal_cpu - sha_cpu) / ref_cpu:.2f}x"
+            f"{rate / MAINNET_MB_S:.0f}x mainnet\n"
+            f"seal CPU {seal_cpu * per_mb:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x "
+            f"lz4.frame.compress ({ref_cpu * per_mb:.2f} ms/MB); compression (the same seal, "
+            f"sha256 stubbed) {bare_seal_cpu * per_mb:.2f} ms/MB = "
+            f"{bare_seal_cpu / ref_cpu:.2f}x; the manifest's two sha256 in the seal "
+            f"{(seal_cpu - bare_seal_cpu) * per_mb:.2f} ms/MB = "
+            f"{(seal_cpu - bare_seal_cpu) / ref_cpu:.2f}x (alone {sha_cpu * per_mb:.2f} ms/MB "
+            f"= {sha_cpu / ref_cpu:.2f}x)"
         )
+        if args.only == "record":
+            return
         sizes = compression_vs_lz4_cli(files, work)
         if sizes is None:
             print("compression: lz4 command line not found, skipped")

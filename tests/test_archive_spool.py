@@ -3,6 +3,7 @@ exactly the files of an uninterrupted recording."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import lz4.frame
 import pytest
 
 from archive_helpers import START, generator, lines_for, make_hyperliquid_archive
+from disksync.archive.frames import compress_lines
 from disksync.archive.reader import ReadStats, read_archive
 from disksync.archive.spool import Spool, SpoolFull
 from disksync.archive.upload import upload, write_archive
@@ -131,3 +133,30 @@ def test_hyperliquid_archive_is_read(tmp_path: Path) -> None:
     got = list(read_archive(store, from_seq=START + 120, to_seq=START + 305))
     assert [s for s, _ in got] == list(range(START + 120, START + 306))
     assert all(line == gen.block_bytes(seq) for seq, line in got)
+
+
+def test_a_sealed_file_of_many_blocks_is_the_frame_of_its_lines_with_a_true_manifest(
+    tmp_path: Path,
+) -> None:
+    """The seal streams the partial file through the compressor 4 MiB at a time: the object
+    equals the frame ``compress_lines`` makes of the same lines in memory (so plain
+    ``lz4.frame.decompress`` reads it), and the manifest's count, sizes, both sha256 and
+    block times are those of the bytes."""
+    gen = generator(mean_bytes=250_000)
+    spool = Spool(tmp_path / "spool", 50, max_bytes=2**40)
+    received = list(lines_for(gen, range(START + 1, START + 51)))
+    closed = [h for seq, line, ts in received for h in spool.add(seq, line, ts)]
+    assert closed == [START]
+    sealed = spool.seal(START)
+    raw = b"".join(line + b"\n" for _, line, _ in received)
+    assert len(raw) > 2 * 4 * 1024 * 1024  # several LZ4 blocks, the last one short
+    blob = sealed.data.read_bytes()
+    assert blob == compress_lines(line for _, line, _ in received)
+    assert lz4.frame.decompress(blob) == raw
+    m = sealed.manifest
+    assert (m.first_seq, m.last_seq, m.count) == (START + 1, START + 50, 50)
+    assert (m.lines_bytes, m.object_bytes) == (len(raw), len(blob))
+    assert m.lines_sha256 == hashlib.sha256(raw).hexdigest()
+    assert m.object_sha256 == hashlib.sha256(blob).hexdigest()
+    assert (m.first_ts_ms, m.last_ts_ms) == (received[0][2], received[-1][2])
+    spool.close()

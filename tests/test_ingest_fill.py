@@ -21,7 +21,7 @@ from disksync.archive.upload import write_archive
 from disksync.client import Command, Feed, events
 from disksync.entry import Entry
 from disksync.ingest import Ingest
-from disksync.ingest.fill import FillOptions
+from disksync.ingest.fill import FillOptions, LateFill, fill_late
 from disksync.journal import SqliteJournal
 from disksync.store import open_store
 from test_client_support import (
@@ -246,3 +246,167 @@ async def test_a_stalled_heal_source_costs_a_fill_round_its_timeout_and_is_count
         assert await journal.gaps() == [(START + 41, START + 60)]
     assert metric(registry, "disksync_ingest_fill_failures_total") == 1
     assert metric(registry, "disksync_ingest_filled_seqs_total") == 0
+
+
+def serve_metric(port: int, key: str, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"x-api-key": key}).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def write_rewound_run(data: Path, first: int, last: int, *, fork: int | None = None) -> None:
+    """A newer run of the node (it restarted, e.g. after running out of memory) that rewinds
+    and writes ``first..last`` again, as file ``first - 1``; seq ``fork`` with other bytes."""
+    ts = GEN.block_time_ns(START + 100) // 1_000_000 + 3_600_000
+    path = data / "replica_cmds" / run_name(ts) / date_name(ts) / str(first - 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [GEN.block_bytes(s) if s != fork else GEN.block_bytes(s)[:-1] + b" " for s in
+             range(first, last + 1)]  # fmt: skip
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+async def test_the_node_rewriting_heights_of_a_recorded_gap_fills_it_with_its_own_bytes(
+    tmp_path: Path,
+) -> None:
+    """``serve`` (no heal source) beside a node that skipped S+41..S+60, then restarted and
+    rewound (hyperliquid-dex/node #136): its new run writes S+41..S+100 again. The tailer reads
+    them as lines below the head: S+41..S+60, the recorded gap, are filled with exactly the
+    node's bytes (logged, counted); S+61..S+100 are repeats (S+70 with other bytes: the alarm,
+    the journaled version kept). A from_seq replay and a backfill then serve every height."""
+    data = tmp_path / "node"
+    write_node_lines(data, START, START + 1, START + 40)
+    write_node_lines(data, START + 60, START + 61, START + 100)  # after the panic
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = state / "journal.sqlite"
+    ours = ServeProcess(state)
+    ours.config = tmp_path / "serve.toml"
+    ours.config.write_text(f'[serve]\ndata_dir = "{data}"\nstart = "earliest"\n')
+    try:
+        ours.start()
+        _, key = create_key(state)
+        await wait_journal(journal, "S+100", lambda b: b.last_seq == START + 100)
+        async with SqliteJournal(journal) as reader:
+            assert await reader.gaps() == [(START + 41, START + 60)]
+        write_rewound_run(data, START + 41, START + 100, fork=START + 70)
+        await wait_journal(journal, "the late lines", lambda b: b.count == 100)
+        got, holes = await replay(ours.url, key)
+        assert got == NODE
+        assert holes == []
+        assert await backfill(ours.port, key) == NODE
+        async with SqliteJournal(journal) as reader:
+            assert await reader.gaps() == []
+        name = "disksync_ingest_late_filled_seqs_total"
+        assert serve_metric(ours.port, key, name) == 20
+        assert serve_metric(ours.port, key, "disksync_ingest_late_total") == 0
+        assert serve_metric(ours.port, key, "disksync_ingest_conflicts_total") == 1
+        assert serve_metric(ours.port, key, "disksync_ingest_duplicates_total") == 39
+        log = ours.log_path.read_text()
+        assert "with the node's own late lines" in log, log[-3000:]
+        assert f"ALARM: seq {START + 70} repeated with different bytes" in log
+    finally:
+        ours.kill()
+
+
+async def test_a_late_node_line_for_a_seq_filled_from_the_heal_source_is_compared_not_used(
+    tmp_path: Path,
+) -> None:
+    """Filled from the archive first, then the node's own line comes: equal bytes are a
+    duplicate, other bytes the alarm (the filled version stays); a late line in no recorded
+    gap (before the journal's first seq) is counted ``late``. A late fill that races the
+    filler (the journal read before the archive's copy was filled) is judged in the fill's
+    own transaction: equal bytes a duplicate, other bytes a conflict left out."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    registry = CollectorRegistry()
+    async with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        ingest = Ingest(
+            journal, tmp_path, registry=registry, heal_from=ArchiveSource(str(root), {}),
+            heal_grace_s=scaled(2),
+        )  # fmt: skip
+        await ingest.ingest(entries(START + 1, START + 40))
+        await ingest.ingest(entries(START + 61, START + 100))  # the node skipped 41..60
+        upload(root, tmp_path / "spool", START + 41, START + 50)
+        assert ingest.filler is not None
+        assert await ingest.filler.round() == 10
+        forked = entries(START + 45, START + 45)[0]
+        forked = Entry(forked.seq, forked.payload + b" ", forked.ts_ms, forked.ingest_ts_us)
+        late = [*entries(START + 41, START + 44), forked, *entries(START + 46, START + 55)]
+        await ingest.ingest([*entries(START - 2, START - 1), *late])
+        assert await journal.gaps() == [(START + 56, START + 60)]
+        stored = await journal.read(START + 41, 15)
+        assert [(e.seq, e.payload) for e in stored] == NODE[40:55]  # the fork was not used
+        raced = await fill_late(journal, [forked, *entries(START + 54, START + 57)])
+        assert raced == LateFill(filled=2, duplicates=2, outside=0, conflicts=(START + 45,))
+        assert await journal.gaps() == [(START + 58, START + 60)]
+    assert metric(registry, "disksync_ingest_filled_seqs_total") == 10
+    assert metric(registry, "disksync_ingest_late_filled_seqs_total") == 5
+    assert metric(registry, "disksync_ingest_duplicates_total") == 9
+    assert metric(registry, "disksync_ingest_conflicts_total") == 1
+    assert metric(registry, "disksync_ingest_late_total") == 2
+
+
+async def test_serve_takes_an_empty_archive_root_and_heals_from_it_once_record_uploads(
+    tmp_path: Path,
+) -> None:
+    """``--heal-from ROOT`` where ``record`` has not uploaded anything yet (the directory is
+    empty): ``serve`` starts (warned) instead of refusing it, and every heal looks for the
+    archive's files again: a skip after the first upload is healed in order, one whose
+    heights come only later is filled in then."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    data = tmp_path / "node"
+    write_node_lines(data, START, START + 1, START + 30)
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = state / "journal.sqlite"
+    ours = ServeProcess(state)
+    ours.config = tmp_path / "serve.toml"
+    ours.config.write_text(
+        f'[serve]\ndata_dir = "{data}"\nstart = "earliest"\nheal_from = "{root}"\n'
+        f"heal_grace_s = {scaled(1)}\nheal_retry_max_s = 0.3\n"
+    )
+    try:
+        ours.start()
+        _, key = create_key(state)
+        await wait_journal(journal, "S+30", lambda b: b.last_seq == START + 30)
+        upload(root, tmp_path / "spool1", START + 1, START + 50)  # record's first uploads
+        write_node_lines(data, START + 50, START + 51, START + 70)  # skipped 31..50
+        await wait_journal(journal, "S+70", lambda b: b.last_seq == START + 70)
+        async with SqliteJournal(journal) as reader:
+            assert await reader.gaps() == []  # healed in order, from the files found now
+        write_node_lines(data, START + 80, START + 81, START + 100)  # skipped 71..80
+        await wait_journal(journal, "S+100", lambda b: b.last_seq == START + 100)
+        upload(root, tmp_path / "spool2", START + 51, START + 100)  # the archive catches up
+        await wait_journal(journal, "the fill", lambda b: b.count == 100)
+        assert await backfill(ours.port, key) == NODE
+        log = ours.log_path.read_text()
+        assert f"heal_from {root} holds no file yet: taken as an archive root" in log
+        assert "healed 20 of 20 missing seq(s)" in log, log[-3000:]
+        assert "filled 10 of 10 missing seq(s)" in log, log[-3000:]
+    finally:
+        ours.kill()
+
+
+def test_a_heal_source_that_does_not_exist_is_still_refused(tmp_path: Path) -> None:
+    """Only an existing, empty directory is taken for an archive root still to come: a path
+    that does not exist (a typo would never heal) stops ``serve`` with a clear error, and
+    ``verify`` still refuses an empty one (it would compare nothing)."""
+    from archive_helpers import cli
+
+    (tmp_path / "node" / "replica_cmds").mkdir(parents=True)
+    missing = tmp_path / "nope"
+    done = cli(
+        "serve", "--data-dir", str(tmp_path / "node"), "--state-dir", str(tmp_path / "state"),
+        "--heal-from", str(missing),
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"{str(missing)!r} is not a directory, an archive, a journal or a feed URL" in (
+        done.stderr
+    )
+    (tmp_path / "empty").mkdir()
+    done = cli("verify", str(tmp_path / "node"), str(tmp_path / "empty"))
+    assert done.returncode != 0
+    assert "holds no replica_cmds/ directory" in done.stderr

@@ -214,3 +214,26 @@ def test_ingest_heals_from_an_archive_into_a_jetstream_journal(
     # a stream cannot take heights below its head: said once at start (holes stay markers)
     assert "cannot be filled in later on this journal (JetStreamJournal" in log
     assert ingest.returncode == 0, log[-2000:]
+
+
+async def test_a_late_node_line_on_jetstream_is_counted_not_journaled(
+    nats_server: NatsServer,
+) -> None:
+    """A stream cannot take a height below its head (a missing one is a gap marker): the
+    node's late line for the hole is counted ``late``; the stream keeps its marker there."""
+    registry = CollectorRegistry()
+    journal = open_journal(f"{nats_server.url}?stream={fresh_name('L')}")
+    try:
+        ingest = Ingest(journal, Path("."), registry=registry)
+        await ingest.ingest(entries(START + 1, START + 40))
+        await ingest.ingest(entries(START + 61, START + 100))
+        await ingest.ingest(entries(START + 45, START + 46))  # late, for the hole
+        assert [e.seq for e in await journal.read(START + 1, 1000)] == [
+            *range(START + 1, START + 41),
+            *range(START + 61, START + 101),
+        ]
+    finally:
+        await journal.close()
+    assert metric(registry, "disksync_ingest_late_total") == 2
+    assert metric(registry, "disksync_ingest_late_filled_seqs_total") == 0
+    assert metric(registry, "disksync_ingest_gap_seqs_total") == 20

@@ -357,9 +357,15 @@ async def test_forward_jump_is_a_counted_gap(tmp_path: Path) -> None:
         await wait_until(lambda: has_seqs(run, [1, 5]), "both lines")
         assert run.metric("disksync_ingest_gap_seqs_total") == 3
         assert run.metric("disksync_ingest_gaps_total") == 1
-        # a line for the gap arriving later cannot be journaled behind the head: counted
+        # a line for the recorded gap arriving later fills it below the head, for history
         append_bytes(path, block(3, with_height=True) + b"\n" + block(6, with_height=True) + b"\n")
-        await wait_until(lambda: has_seqs(run, [1, 5, 6]), "the line after it")
+        await wait_until(lambda: has_seqs(run, [1, 3, 5, 6]), "the late line and the next")
+        assert (await run.journal.read(3, 1))[0].payload == block(3, with_height=True)
+        assert run.metric("disksync_ingest_late_filled_seqs_total") == 1
+        assert run.metric("disksync_ingest_late_total") == 0
+        # one before the journal's first seq is in no recorded gap: counted, not journaled
+        append_bytes(path, block(0, with_height=True) + b"\n" + block(7, with_height=True) + b"\n")
+        await wait_until(lambda: has_seqs(run, [1, 3, 5, 6, 7]), "the line after it")
         assert run.metric("disksync_ingest_late_total") == 1
 
 

@@ -11,6 +11,7 @@ Rules kept here:
 * Every source is streamed in batches of at most ``BATCH_BYTES``: nothing holds a copy whole.
   Blocking reads (files, LZ4, object stores) run in a thread.
 * A journal or a feed is read up to its head *when the read starts* (it may grow meanwhile).
+  An archive is listed again by every read: files uploaded since are found.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def open_source(text: str, env: Mapping[str, str], feed: FeedAccess) -> SeqSourc
     if not (path / REPLICA_DIR).is_dir():
         raise ConfigError(f"{text!r} holds no {REPLICA_DIR}/ directory")
     return DataDirSource(path)
+
+
+def holds_no_files(path: Path) -> bool:
+    """Whether the directory tree at ``path`` has no file at all (stops at the first one)."""
+    return not any(files for _root, _dirs, files in os.walk(path))
 
 
 def _is_archive_dir(path: Path) -> bool:

@@ -241,17 +241,32 @@ def tailer_config(settings: ServeSettings, *, use_inotify: bool = True) -> Taile
 
 def heal_source(settings: ServeSettings) -> HealSource | None:
     """``heal_from`` opened as a copy of the log (``archive.sources``); a feed URL needs
-    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA."""
+    ``heal_api_key`` (or ``DISKSYNC_HEAL_API_KEY``), ``heal_ca`` for a private CA.
+
+    A local directory with no file in it yet is taken as an archive root that ``record`` has
+    not uploaded to yet (warned): an archive is listed again on every heal and fill attempt,
+    so its files count from the first upload on. ``verify``, ``import`` and ``replay`` still
+    refuse one (they would read nothing). A path that does not exist is refused (a typo would
+    never heal)."""
     if settings.heal_from is None:
         return None
-    if settings.heal_from.startswith(("ws://", "wss://")) and not settings.heal_api_key:
-        raise ConfigError(
-            f"heal_from {settings.heal_from}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)"
-        )
-    from disksync.archive.sources import FeedAccess, open_source
+    text = settings.heal_from
+    if text.startswith(("ws://", "wss://")) and not settings.heal_api_key:
+        raise ConfigError(f"heal_from {text}: a feed needs heal_api_key (or DISKSYNC_HEAL_API_KEY)")
+    from disksync.archive.sources import ArchiveSource, FeedAccess, holds_no_files, open_source
 
+    if "://" not in text:  # a local directory (a URL is never taken for one)
+        path = Path(text).expanduser()
+        if path.is_dir() and holds_no_files(path):
+            log.warning(
+                "heal_from %s holds no file yet: taken as an archive root that `record` will "
+                "upload to; every heal and fill looks for its files again (until then the "
+                "node's skips are journaled as gaps, filled later from it)",
+                text,
+            )
+            return ArchiveSource(text, os.environ)
     access = FeedAccess(settings.heal_api_key, settings.heal_ca)
-    return open_source(settings.heal_from, os.environ, access)
+    return open_source(text, os.environ, access)
 
 
 async def ingest_progress(ingest: Ingest, logger: logging.Logger = log) -> None:

@@ -26,6 +26,11 @@ Rules kept here:
   retried.
 * ``kill -9`` at any moment is harmless: each ``fill`` call is one transaction, the gaps left
   are in the journal, and the next start goes on from them.
+* The node's own late lines fill too (``fill_late``, called by the ingest for lines below the
+  head that the journal lacks: a node that rewinds and rewrites heights, late output): whatever
+  of them lies in a recorded gap is filled with exactly the node's bytes, the same ``fill``
+  operation in the same order; the rest (below retention, before the journal's first seq) is
+  the ingest's ``late``. A seq filled meanwhile with other bytes is a conflict, left out.
 """
 
 from __future__ import annotations
@@ -94,6 +99,31 @@ class FillMetrics:
             "Gap fills cut short: the heal source stalled, failed or gave a stray seq",
             registry=registry,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LateFill:
+    filled: int
+    duplicates: int  # filled meanwhile (the heal source, another writer) with equal bytes
+    outside: int  # in no recorded gap: not journaled (the ingest counts them ``late``)
+    conflicts: tuple[int, ...]  # seqs filled meanwhile with other bytes (kept), left out
+
+
+async def fill_late(journal: Fillable, entries: Sequence[Entry]) -> LateFill:
+    """Fill the node's own late lines (ascending seqs the journal lacked when read) into the
+    recorded gaps they fall in: one transaction per call (again without a seq that conflicted:
+    someone filled it meanwhile with other bytes, which stay)."""
+    pending = list(entries)
+    conflicts: list[int] = []
+    while pending:
+        try:
+            result = await journal.fill(pending, skip_outside=True)
+        except ConflictError as exc:
+            conflicts.append(exc.seq)
+            pending = [e for e in pending if e.seq != exc.seq]
+            continue
+        return LateFill(result.filled, result.duplicates, result.outside, tuple(conflicts))
+    return LateFill(0, 0, 0, tuple(conflicts))
 
 
 class Filler:

@@ -5,9 +5,12 @@ Rules kept here:
   ``last_seq + 1`` and ``start`` is ignored (logged). There is no second checkpoint.
 * A line whose seq is <= the last journaled seq is a repeat (a restarted node writes some
   heights again): equal bytes are skipped and counted; different bytes raise the alarm (error
-  log + ``disksync_ingest_conflicts_total``) and the journaled version is kept. A repeat of a
-  seq the journal does not hold (it fell in an earlier gap, or below retention) is counted as
-  ``late`` and not journaled: the journal only grows forward.
+  log + ``disksync_ingest_conflicts_total``) and the journaled version is kept. A line for a
+  seq the journal does not hold (a node that rewinds and rewrites heights, late output): on a
+  journal that records its gaps (``Fillable``) and inside one of them, it fills that seq with
+  the node's own bytes (``ingest.fill.fill_late``: logged, ``late_filled_seqs``); anywhere
+  else (below retention, before the journal's first seq, on JetStream) it is counted as
+  ``late`` and not journaled: the head only grows forward.
 * A forward jump in seq is a real upstream gap: what exists is published, the gap is logged
   and counted (``disksync_ingest_gap_seqs_total`` = missing seqs). With a heal source
   (``heal``), the missing seqs are first asked from it and journaled in order before the
@@ -38,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from disksync.entry import Entry, SourceStatus
 from disksync.errors import ConflictError, DiskFullError, RetentionError
-from disksync.ingest.fill import Filler, FillOptions
+from disksync.ingest.fill import Filler, FillOptions, fill_late
 from disksync.ingest.heal import HealSource, heal
 from disksync.journal.base import AppendResult, Fillable, Journal
 from disksync.source import SourceMetrics, Tailer, TailerConfig
@@ -84,7 +87,16 @@ class IngestMetrics:
         self.conflicts = counter(
             "conflicts", "ALARM: repeated seq with different bytes (journaled version kept)"
         )
-        self.late = counter("late", "Lines for a seq below the head that the journal lacks")
+        self.late = counter(
+            "late",
+            "Lines for a seq below the head that the journal lacks, not journaled (in no "
+            "recorded gap: below retention, before the journal's first seq; or on JetStream)",
+        )
+        self.late_filled = counter(
+            "late_filled_seqs",
+            "Late node lines for seqs inside a recorded gap, filled in with the node's own "
+            "bytes (for history)",
+        )
         self.gaps = counter("gaps", "Forward jumps in seq (upstream gaps)")
         self.gap_seqs = counter("gap_seqs", "Seqs missing upstream, summed over all gaps")
         self.healed = counter("healed_seqs", "Seqs the node skipped, journaled from --heal-from")
@@ -183,6 +195,7 @@ class Ingest:
         self._disk_full: str | None = None  # the error while waiting for space
         self._conflict_log = _Throttle(_LOG_EVERY_S)
         self._late_log = _Throttle(_LOG_EVERY_S)
+        self._late_fill_log = _Throttle(_LOG_EVERY_S)
         self._metrics.lag.set_function(lambda: (self._lag_ms or 0) / 1000)
         self._metrics.source_age.set_function(lambda: (self.status().age_ms or 0) / 1000)
 
@@ -385,35 +398,79 @@ class Ingest:
                 break
             stored.update((row.seq, row.payload) for row in rows)
             start = rows[-1].seq + 1
+        lacking: list[Entry] = []
         for entry in entries:
-            self._judge_repeat(entry, stored.get(entry.seq))
+            payload = stored.get(entry.seq)
+            if payload is None:
+                lacking.append(entry)
+            else:
+                self._judge_repeat(entry, payload)
+        if not lacking:
+            return
+        if isinstance(self._journal, Fillable):
+            await self._fill_late(self._journal, lacking)
+        else:
+            why = "this journal cannot insert below its head"
+            self._note_late(lacking[0].seq, len(lacking), why)
 
-    def _judge_repeat(self, entry: Entry, stored: bytes | None) -> None:
-        if stored is None:
-            self._metrics.late.inc()
-            if self._late_log.allow():
-                log.warning(
-                    "line for seq %d arrived after the journal moved past it and the journal "
-                    "lacks it (an earlier gap, or below retention); not journaled",
-                    entry.seq,
-                    extra={"suppressed": self._late_log.suppressed},
+    async def _fill_late(self, journal: Fillable, lacking: list[Entry]) -> None:
+        """The node's own lines for seqs the journal lacks: into the recorded gaps they fall in
+        (exactly the node's bytes, for history); the others are late."""
+        first, last = lacking[0].seq, lacking[-1].seq
+        try:
+            result = await fill_late(journal, lacking)
+        except DiskFullError as exc:  # the live log must not wait for history; counted
+            self._note_late(first, len(lacking), f"the journal's disk is full: {exc}")
+            return
+        if result.filled:
+            self._metrics.late_filled.inc(result.filled)
+            if self._late_fill_log.allow():
+                log.info(
+                    "filled %d seq(s) of recorded gaps in %d..%d with the node's own late "
+                    "lines, for history (live clients were already past them)",
+                    result.filled,
+                    first,
+                    last,
+                    extra={"suppressed": self._late_fill_log.suppressed},
                 )
-            return
-        if stored == entry.payload:
-            self._duplicates += 1
-            self._metrics.duplicates.inc()
-            return
+        if result.duplicates:
+            self._duplicates += result.duplicates
+            self._metrics.duplicates.inc(result.duplicates)
+        for seq in result.conflicts:
+            self._alarm_conflict(seq, "filled meanwhile (from the heal source?)")
+        if result.outside:
+            why = "in no recorded gap: below retention, or before the journal's first seq"
+            self._note_late(first, result.outside, why)
+
+    def _note_late(self, seq: int, count: int, why: str) -> None:
+        self._metrics.late.inc(count)
+        if self._late_log.allow():
+            log.warning(
+                "%d line(s) from seq %d arrived after the journal moved past them and the "
+                "journal lacks them (%s); not journaled",
+                count,
+                seq,
+                why,
+                extra={"suppressed": self._late_log.suppressed},
+            )
+
+    def _alarm_conflict(self, seq: int, what: str) -> None:
         self._conflicts += 1
         self._metrics.conflicts.inc()
         if self._conflict_log.allow():
             log.error(
-                "ALARM: seq %d repeated with different bytes (%d journaled, %d now); keeping "
-                "the journaled version",
-                entry.seq,
-                len(stored),
-                len(entry.payload),
+                "ALARM: seq %d repeated with different bytes (%s); keeping the journaled version",
+                seq,
+                what,
                 extra={"suppressed": self._conflict_log.suppressed},
             )
+
+    def _judge_repeat(self, entry: Entry, stored: bytes) -> None:
+        if stored == entry.payload:
+            self._duplicates += 1
+            self._metrics.duplicates.inc()
+            return
+        self._alarm_conflict(entry.seq, f"{len(stored)} journaled, {len(entry.payload)} now")
 
     async def _heal(self, first: int, last: int) -> int:
         """Journal what the heal source has of ``first..last``; returns the head after it."""

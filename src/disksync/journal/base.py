@@ -24,7 +24,8 @@ stream sequence is the height, so nothing can be inserted below its head there) 
   transaction; the head, ``follow`` and live followers do not see them (they are past them),
   every later ``read`` does. Equal bytes at a journaled seq are a duplicate (a retry is
   harmless); different bytes raise ``ConflictError`` and write nothing; a seq neither journaled
-  nor inside a recorded gap raises ``JournalError`` and writes nothing.
+  nor inside a recorded gap raises ``JournalError`` and writes nothing, or with
+  ``skip_outside`` is left out and counted (``FillResult.outside``), the rest filled.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class FillResult:
     filled: int  # entries inserted into gaps
     duplicates: int  # entries whose seq was already journaled with equal bytes
     filled_bytes: int
+    outside: int = 0  # with ``skip_outside``: entries neither journaled nor in a recorded gap
 
 
 @runtime_checkable
@@ -77,7 +79,7 @@ class Journal(Protocol):
 
 @runtime_checkable
 class Fillable(Protocol):
-    async def fill(self, entries: Sequence[Entry]) -> FillResult: ...
+    async def fill(self, entries: Sequence[Entry], *, skip_outside: bool = False) -> FillResult: ...
 
     async def gaps(self, after: int = -1, limit: int = 64) -> list[tuple[int, int]]: ...
 

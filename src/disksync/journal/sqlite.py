@@ -241,7 +241,7 @@ class SqliteJournal:
 
     # -- extensions -----------------------------------------------------------------------------
 
-    async def fill(self, entries: Sequence[Entry]) -> FillResult:
+    async def fill(self, entries: Sequence[Entry], *, skip_outside: bool = False) -> FillResult:
         """Insert ``entries`` into recorded gaps below the head, for history (``base.Fillable``):
         reads see them, followers already past them do not (``_recent`` is not touched: its
         rule is that it holds the newest seqs)."""
@@ -250,14 +250,16 @@ class SqliteJournal:
             return FillResult(0, 0, 0)
         _require_ascending(entries)
         try:
-            filled, duplicates, added, _snap = await self._on_writer(store.fill, entries)
+            filled, duplicates, outside, added, _snap = await self._on_writer(
+                store.fill, entries, skip_outside
+            )
         except ConflictError:
             self._metrics.conflicts.inc()
             raise
         if filled:
             self._metrics.filled.inc(filled)
         self._count_written(added if filled else 0, duplicates)
-        return FillResult(filled, duplicates, added)
+        return FillResult(filled, duplicates, added, outside)
 
     def _count_written(self, added_bytes: int, duplicates: int) -> None:
         """Metrics and the checkpoint budget after an append or a fill stored ``added_bytes``."""

@@ -311,12 +311,16 @@ def _jumps(last: int | None, fresh: Sequence[Entry]) -> list[tuple[int, int]]:
 
 
 @_ints_fit
-def fill(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, int, Snapshot]:
+def fill(
+    conn: sqlite3.Connection, entries: Sequence[Entry], skip_outside: bool = False
+) -> tuple[int, int, int, int, Snapshot]:
     """Insert entries (ascending) into recorded gaps below the head; returns (filled,
-    duplicates, filled bytes, snapshot after). A seq already journaled with equal bytes is a
-    duplicate; with different bytes the call raises ``ConflictError``; a seq that is neither
-    journaled nor inside a recorded gap (above the head, before the journal's first seq,
-    dropped by retention) raises ``JournalError``. All or nothing."""
+    duplicates, outside, filled bytes, snapshot after). A seq already journaled with equal
+    bytes is a duplicate; with different bytes the call raises ``ConflictError``; a seq that is
+    neither journaled nor inside a recorded gap (above the head, before the journal's first
+    seq, dropped by retention) raises ``JournalError``, or with ``skip_outside`` is left out
+    and counted (``outside``: the ingest's late node lines, judged in the same transaction as
+    the gaps they fill). All or nothing."""
     lo, hi = entries[0].seq, entries[-1].seq
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -333,7 +337,7 @@ def fill(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, 
             ).fetchall()
         )
         fresh: list[Entry] = []
-        duplicates = 0
+        duplicates = outside = 0
         for entry in entries:
             payload = stored.get(entry.seq)
             if payload is not None:
@@ -342,6 +346,8 @@ def fill(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, 
                 duplicates += 1
             elif any(first <= entry.seq <= last for first, last in gaps):
                 fresh.append(entry)
+            elif skip_outside:
+                outside += 1
             else:
                 raise JournalError(
                     f"fill: seq {entry.seq} is not in a recorded gap of the journal "
@@ -377,7 +383,7 @@ def fill(conn: sqlite3.Connection, entries: Sequence[Entry]) -> tuple[int, int, 
         before.trimmed_below,
         before.filled + len(fresh),
     )
-    return len(fresh), duplicates, added, after
+    return len(fresh), duplicates, outside, added, after
 
 
 def _runs_left(first: int, last: int, filled: set[int]) -> list[tuple[int, int]]:
