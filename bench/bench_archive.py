@@ -3,6 +3,7 @@ measured in the same run on the same files.
 
 Usage: python bench/bench_archive.py [--mb 400] [--mean-bytes 190000] [--lines-per-file 500]
                                      [--rounds 3] [--skip-e2e] [--profile STEP]
+                                     [--only STEP[,STEP...]]
 
 1. ``--mb`` of simulated mainnet-sized blocks (the simulator's action mix, ~190 KB mean) are
    generated in memory once (not timed).
@@ -361,7 +362,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--profile", default=None, help="cProfile one step: import|verify|replay")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated steps of 5. to run (import, import-decode, read-side, "
+        "read-side-dec, verify-journal, verify-archive, replay); skips record's rounds beyond "
+        "one, compression, the append reference unless 'append' is named, and the e2e record",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
 
     lines = generate(args.mb, args.mean_bytes)
     raw_bytes = sum(len(line) + 1 for _, line, _ in lines)
@@ -373,35 +382,17 @@ def main() -> None:
         best_record = float("inf")
         seal_cpu = 0.0
         root = work / "root"
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if only is None else 1):
             elapsed, cpu, root = record_core(lines, work, args.lines_per_file)
             if elapsed < best_record:
                 best_record, seal_cpu = elapsed, cpu
         files = data_files(root)
-        ref_cpu = min(compress_reference_cpu(files) for _ in range(args.rounds))
-        sha_cpu = min(manifest_sha256_cpu(files) for _ in range(args.rounds))
-        rate = mb / best_record
-        print(
-            f"record core: {rate:.0f} MB/s, {len(lines) / best_record:.0f} blocks/s = "
-            f"{rate / MAINNET_MB_S:.0f}x mainnet; seal CPU {seal_cpu / mb * 1e3:.2f} ms/MB vs "
-            f"lz4.frame.compress {ref_cpu / mb * 1e3:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x; "
-            f"less the manifest's two sha256 ({sha_cpu / mb * 1e3:.2f} ms/MB alone): "
-            f"{(seal_cpu - sha_cpu) / ref_cpu:.2f}x"
-        )
-        sizes = compression_vs_lz4_cli(files, work)
-        if sizes is None:
-            print("compression: lz4 command line not found, skipped")
-        else:
-            raw, ours, theirs, identical = sizes
-            print(
-                f"compression: ours {raw / ours:.3f}:1 ({ours} bytes), lz4 CLI defaults "
-                f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}; "
-                f"without block checksums byte-identical to the tool's: {identical}"
-            )
+        if only is None:
+            report_record(files, mb, len(lines), best_record, seal_cpu, args.rounds, work)
         journal_path = work / "journal.sqlite"
         alone = work / "alone.sqlite"
         journal_best = float("inf")
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if only is None or "append" in only else 0):
             started = time.perf_counter()
             journal_append_alone(lines, alone)
             journal_best = min(journal_best, time.perf_counter() - started)
@@ -417,6 +408,10 @@ def main() -> None:
             ("verify-archive", lambda: do_verify(root, str(root)), 2),
             ("replay", lambda: do_replay(root, work / "out"), 1),
         ]
+        if only is not None:
+            if "verify-journal" in only and "import" not in only:
+                do_import(root, journal_path)  # the journal it compares against
+            steps = [step for step in steps if step[0] in only]
         print(f"{'step':<16} {'MB/s':>8} {'bare MB/s':>10} {'ratio':>6}")
         import_best = float("inf")
         for name, fn, copies in steps:
@@ -432,11 +427,12 @@ def main() -> None:
             )
             if name == "import":
                 import_best = best
-        print(
-            f"journal.append alone (same lines, same batches): {mb / journal_best:.0f} MB/s; "
-            f"import = {journal_best / import_best:.2f}x of it"
-        )
-        if not args.skip_e2e:
+        if journal_best < float("inf") and import_best < float("inf"):
+            print(
+                f"journal.append alone (same lines, same batches): {mb / journal_best:.0f} MB/s; "
+                f"import = {journal_best / import_best:.2f}x of it"
+            )
+        if not args.skip_e2e and only is None:
             with serving(journal_path, work) as (url, key):
                 # the last, short file stays in the spool (a live recording's open file)
                 full_files = count // args.lines_per_file
@@ -449,6 +445,37 @@ def main() -> None:
                 f"(first file to last) {steady_mb / steady:.0f} MB/s = "
                 f"{steady_mb / steady / MAINNET_MB_S:.0f}x mainnet"
             )
+
+
+def report_record(
+    files: list[Path],
+    mb: float,
+    count: int,
+    best_record: float,
+    seal_cpu: float,
+    rounds: int,
+    work: Path,
+) -> None:
+    ref_cpu = min(compress_reference_cpu(files) for _ in range(rounds))
+    sha_cpu = min(manifest_sha256_cpu(files) for _ in range(rounds))
+    rate = mb / best_record
+    print(
+        f"record core: {rate:.0f} MB/s, {count / best_record:.0f} blocks/s = "
+        f"{rate / MAINNET_MB_S:.0f}x mainnet; seal CPU {seal_cpu / mb * 1e3:.2f} ms/MB vs "
+        f"lz4.frame.compress {ref_cpu / mb * 1e3:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x; "
+        f"less the manifest's two sha256 ({sha_cpu / mb * 1e3:.2f} ms/MB alone): "
+        f"{(seal_cpu - sha_cpu) / ref_cpu:.2f}x"
+    )
+    sizes = compression_vs_lz4_cli(files, work)
+    if sizes is None:
+        print("compression: lz4 command line not found, skipped")
+    else:
+        raw, ours, theirs, identical = sizes
+        print(
+            f"compression: ours {raw / ours:.3f}:1 ({ours} bytes), lz4 CLI defaults "
+            f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}; "
+            f"without block checksums byte-identical to the tool's: {identical}"
+        )
 
 
 if __name__ == "__main__":
