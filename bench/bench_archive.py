@@ -3,7 +3,7 @@ measured in the same run on the same files.
 
 Usage: python bench/bench_archive.py [--mb 400] [--mean-bytes 190000] [--lines-per-file 500]
                                      [--rounds 3] [--skip-e2e] [--profile STEP]
-                                     [--only record]
+                                     [--only STEP[,STEP...]]
 
 1. ``--mb`` of simulated mainnet-sized blocks (the simulator's action mix, ~190 KB mean) are
    generated in memory once (not timed).
@@ -62,7 +62,18 @@ from disksync.journal import open_journal
 from disksync.simulate.blocks import BlockGenerator
 from disksync.store import open_store
 
-SECTIONS = ("record",)  # --only: what can be run alone (more may follow)
+# --only: what can be run alone
+ONLY_STEPS = (
+    "record",
+    "append",
+    "import",
+    "import-decode",
+    "read-side",
+    "read-side-dec",
+    "verify-journal",
+    "verify-archive",
+    "replay",
+)
 MAINNET_BLOCKS_S = 14
 MAINNET_MB_S = 14 * 190_000 / 1e6
 FIRST = 760_000_001
@@ -389,28 +400,38 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--profile", default=None, help="cProfile one step: import|verify|replay")
     parser.add_argument(
-        "--only", default=None, help="record: the record core and its references, nothing else"
+        "--only",
+        default=None,
+        help="comma-separated steps to run: record (the record core and its references), or "
+        "of 5. (import, import-decode, read-side, read-side-dec, verify-journal, "
+        "verify-archive, replay); skips record's rounds beyond one unless 'record' is named, "
+        "compression, the append reference unless 'append' is named, and the e2e record",
     )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
 
     lines = generate(args.mb, args.mean_bytes)
     raw_bytes = sum(len(line) + 1 for _, line, _ in lines)
     mb = raw_bytes / 1e6
     count = len(lines)
-    if args.only is not None and args.only not in SECTIONS:
-        raise SystemExit(f"--only: expected one of {', '.join(SECTIONS)}, got {args.only!r}")
+    if only is not None and not only <= set(ONLY_STEPS):
+        unknown = ", ".join(sorted(only - set(ONLY_STEPS)))
+        raise SystemExit(f"--only: unknown step {unknown}; the steps: {', '.join(ONLY_STEPS)}")
     print(f"{len(lines)} lines, {mb:.0f} MB (mean {raw_bytes / len(lines) / 1e3:.0f} KB)")
     with tempfile.TemporaryDirectory(prefix="bench-archive-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
         best_record = float("inf")
         seal_cpu = bare_seal_cpu = ref_cpu = sha_cpu = float("inf")
         root = work / "root"
+        with_record = only is None or "record" in only
         # Interleaved, best of the rounds for each: the seal, the same seal without the
         # sha256, and the two references, each round under the same load.
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if with_record else 1):
             elapsed, cpu, root = record_core(lines, work, args.lines_per_file)
             best_record = min(best_record, elapsed)
             seal_cpu = min(seal_cpu, cpu)
+            if not with_record:  # only the archive the later steps read
+                break
             _, cpu, unhashed = record_core(lines, work, args.lines_per_file, hashes=False)
             bare_seal_cpu = min(bare_seal_cpu, cpu)
             shutil.rmtree(unhashed)
@@ -418,35 +439,28 @@ def main() -> None:
             ref_cpu = min(ref_cpu, compress_reference_cpu(files))
             sha_cpu = min(sha_cpu, manifest_sha256_cpu(files))
         files = data_files(root)
-        rate = mb / best_record
-        per_mb = 1e3 / mb
-        print(
-            f"record core: {rate:.0f} MB/s, {len(lines) / best_record:.0f} blocks/s = "
-            f"{rate / MAINNET_MB_S:.0f}x mainnet\n"
-            f"seal CPU {seal_cpu * per_mb:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x "
-            f"lz4.frame.compress ({ref_cpu * per_mb:.2f} ms/MB); compression (the same seal, "
-            f"sha256 stubbed) {bare_seal_cpu * per_mb:.2f} ms/MB = "
-            f"{bare_seal_cpu / ref_cpu:.2f}x; the manifest's two sha256 in the seal "
-            f"{(seal_cpu - bare_seal_cpu) * per_mb:.2f} ms/MB = "
-            f"{(seal_cpu - bare_seal_cpu) / ref_cpu:.2f}x (alone {sha_cpu * per_mb:.2f} ms/MB "
-            f"= {sha_cpu / ref_cpu:.2f}x)"
-        )
-        if args.only == "record":
-            return
-        sizes = compression_vs_lz4_cli(files, work)
-        if sizes is None:
-            print("compression: lz4 command line not found, skipped")
-        else:
-            raw, ours, theirs, identical = sizes
+        if with_record:
+            rate = mb / best_record
+            per_mb = 1e3 / mb
             print(
-                f"compression: ours {raw / ours:.3f}:1 ({ours} bytes), lz4 CLI defaults "
-                f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}; "
-                f"without block checksums byte-identical to the tool's: {identical}"
+                f"record core: {rate:.0f} MB/s, {len(lines) / best_record:.0f} blocks/s = "
+                f"{rate / MAINNET_MB_S:.0f}x mainnet\n"
+                f"seal CPU {seal_cpu * per_mb:.2f} ms/MB = {seal_cpu / ref_cpu:.2f}x "
+                f"lz4.frame.compress ({ref_cpu * per_mb:.2f} ms/MB); compression (the same seal, "
+                f"sha256 stubbed) {bare_seal_cpu * per_mb:.2f} ms/MB = "
+                f"{bare_seal_cpu / ref_cpu:.2f}x; the manifest's two sha256 in the seal "
+                f"{(seal_cpu - bare_seal_cpu) * per_mb:.2f} ms/MB = "
+                f"{(seal_cpu - bare_seal_cpu) / ref_cpu:.2f}x (alone {sha_cpu * per_mb:.2f} ms/MB "
+                f"= {sha_cpu / ref_cpu:.2f}x)"
             )
+        if only == {"record"}:
+            return
+        if only is None:
+            report_compression(files, work)
         journal_path = work / "journal.sqlite"
         alone = work / "alone.sqlite"
         journal_best = float("inf")
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if only is None or "append" in only else 0):
             started = time.perf_counter()
             journal_append_alone(lines, alone)
             journal_best = min(journal_best, time.perf_counter() - started)
@@ -462,6 +476,10 @@ def main() -> None:
             ("verify-archive", lambda: do_verify(root, str(root)), 2),
             ("replay", lambda: do_replay(root, work / "out"), 1),
         ]
+        if only is not None:
+            if "verify-journal" in only and "import" not in only:
+                do_import(root, journal_path)  # the journal it compares against
+            steps = [step for step in steps if step[0] in only]
         print(f"{'step':<16} {'MB/s':>8} {'bare MB/s':>10} {'ratio':>6}")
         import_best = float("inf")
         for name, fn, copies in steps:
@@ -477,11 +495,12 @@ def main() -> None:
             )
             if name == "import":
                 import_best = best
-        print(
-            f"journal.append alone (same lines, same batches): {mb / journal_best:.0f} MB/s; "
-            f"import = {journal_best / import_best:.2f}x of it"
-        )
-        if not args.skip_e2e:
+        if journal_best < float("inf") and import_best < float("inf"):
+            print(
+                f"journal.append alone (same lines, same batches): {mb / journal_best:.0f} MB/s; "
+                f"import = {journal_best / import_best:.2f}x of it"
+            )
+        if not args.skip_e2e and only is None:
             with serving(journal_path, work) as (url, key):
                 # the last, short file stays in the spool (a live recording's open file)
                 full_files = count // args.lines_per_file
@@ -494,6 +513,19 @@ def main() -> None:
                 f"(first file to last) {steady_mb / steady:.0f} MB/s = "
                 f"{steady_mb / steady / MAINNET_MB_S:.0f}x mainnet"
             )
+
+
+def report_compression(files: list[Path], work: Path) -> None:
+    sizes = compression_vs_lz4_cli(files, work)
+    if sizes is None:
+        print("compression: lz4 command line not found, skipped")
+        return
+    raw, ours, theirs, identical = sizes
+    print(
+        f"compression: ours {raw / ours:.3f}:1 ({ours} bytes), lz4 CLI defaults "
+        f"{raw / theirs:.3f}:1 ({theirs} bytes): ours/theirs size {ours / theirs:.4f}; "
+        f"without block checksums byte-identical to the tool's: {identical}"
+    )
 
 
 if __name__ == "__main__":

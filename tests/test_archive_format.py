@@ -150,3 +150,20 @@ def test_manifest_round_trip_and_bad_manifest() -> None:
 def test_count_lines_counts_every_newline(lengths: list[int], tail: bytes) -> None:
     data = b"".join(b"x" * n + b"\n" for n in lengths) + tail
     assert count_lines(data) == data.count(b"\n") == len(lengths)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(st.binary(max_size=40), st.integers(0, 200_000).map(lambda n: b"y" * n)),
+        max_size=12,
+    ).map(lambda ls: [line.replace(b"\n", b"") for line in ls]),
+    chunk=st.integers(1, 300_000),
+)
+def test_lines_spanning_blocks_and_chunks_come_out_whole(lines: list[bytes], chunk: int) -> None:
+    # 64 KiB blocks: a long line spans several decompress calls (joined once, at its end)
+    blob = lz4.frame.compress(
+        b"".join(line + b"\n" for line in lines), block_size=lz4.frame.BLOCKSIZE_MAX64KB
+    )
+    chunks = [blob[i : i + chunk] for i in range(0, len(blob), chunk)]
+    assert list(iter_lines(chunks, "obj")) == lines

@@ -12,7 +12,7 @@ import pytest
 
 from archive_helpers import START, generator, lines_for, make_hyperliquid_archive
 from disksync.archive.frames import compress_lines
-from disksync.archive.reader import ReadStats, read_archive
+from disksync.archive.reader import ReadStats, list_files, load_manifest, read_archive
 from disksync.archive.spool import Spool, SpoolFull
 from disksync.archive.upload import upload, write_archive
 from disksync.errors import ArchiveError
@@ -160,3 +160,28 @@ def test_a_sealed_file_of_many_blocks_is_the_frame_of_its_lines_with_a_true_mani
     assert m.object_sha256 == hashlib.sha256(blob).hexdigest()
     assert (m.first_ts_ms, m.last_ts_ms) == (received[0][2], received[-1][2])
     spool.close()
+
+
+@pytest.mark.parametrize("hold_bytes", [64 << 20, 5_000_000])
+def test_a_damaged_object_is_held_whole_unless_its_manifest_says_it_is_larger(
+    tmp_path: Path, hold_bytes: int
+) -> None:
+    # ~6.5 MB files: two 4 MiB blocks, so a truncated one still has a first block that checks;
+    # 5 MB holds all of that block (the hold alone would yield nothing of it) but not the file
+    store = open_store(str(tmp_path / "root"))
+    gen = generator(mean_bytes=80_000)
+    write_archive(store, lines_for(gen, range(START + 1, START + 201)), tmp_path / "spool", 100)
+    second = tmp_path / "root" / sorted(o.name for o in store.list("replica_cmds/"))[1]
+    second.write_bytes(second.read_bytes()[:-1000])
+    manifest = load_manifest(store, list_files(store)[1])
+    assert manifest is not None and 5_000_000 < manifest.lines_bytes < 10_000_000
+    got: list[tuple[int, bytes]] = []
+    with pytest.raises(ArchiveError, match=f"{second.name}: truncated"):
+        got.extend(read_archive(store, hold_bytes=hold_bytes))
+    assert all(line == gen.block_bytes(seq) for seq, line in got)
+    seqs = [seq for seq, _ in got]
+    if hold_bytes > 10_000_000:  # held until its end: nothing of it
+        assert seqs == list(range(START + 1, START + 101))
+    else:  # larger than the hold by its manifest: streamed, the lines of its intact block
+        assert seqs == list(range(START + 1, seqs[-1] + 1))
+        assert START + 101 < seqs[-1] < START + 200

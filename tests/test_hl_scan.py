@@ -18,7 +18,7 @@ from disksync.archive.importer import ImportReport, _Numbering
 from disksync.entry import Entry
 from disksync.errors import ArchiveError, DecodeError
 from disksync.hl import BlockHeader, decode_header
-from disksync.hl.scan import scan_link
+from disksync.hl.scan import _CANDIDATES, _find, scan_link
 from disksync.simulate.blocks import BlockGenerator
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,6 +131,25 @@ def test_scan_agrees_with_decode_header_wherever_it_answers(
         assert fields(scanned) == fields(full)
     if answerable and full is not None:
         assert scanned is not None, line
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.lists(
+        st.sampled_from([b"_", b"h", b'"', b"x", b'"parent_round":', b'"height":']), max_size=200
+    ),
+    start=st.integers(0, 300),
+    key=st.sampled_from([(b'"parent_round":', 7), (b'"height":', 1)]),
+)
+def test_find_by_the_rare_byte_is_bytes_find(
+    parts: list[bytes], start: int, key: tuple[bytes, int]
+) -> None:
+    # many false hits of the rare byte too (past _CANDIDATES the rest is bytes.find's)
+    line = b"".join(parts)
+    needle, rare = key
+    assert _find(line, needle, rare, start) == line.find(needle, start)
+    crowded = b"_h" * (_CANDIDATES + 5) + line
+    assert _find(crowded, needle, rare, start) == crowded.find(needle, start)
 
 
 @functools.cache

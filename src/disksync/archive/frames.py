@@ -106,7 +106,7 @@ class LineReader:
     def __init__(self, name: str, *, digests: bool = True) -> None:
         self.name = name
         self._decompressor = lz4.frame.LZ4FrameDecompressor()
-        self._tail = b""
+        self._tail: list[bytes] = []  # the parts of a line not yet ended
         # sha256 costs more than LZ4 itself (2 passes ≈ 0.4x the read speed): only when asked
         self.digests = digests
         self.lines_sha256 = hashlib.sha256()
@@ -146,14 +146,27 @@ class LineReader:
         if self.digests:
             self.lines_sha256.update(data)
         self.lines_bytes += len(data)
-        split: list[bytes] = data.split(b"\n")
+        # ``find`` (memchr) per line, not ``split``: split walks every byte in a loop of its
+        # own (0.14x of the reading thread for ~190 KB lines, twice LZ4's own time per byte)
+        find = data.find
+        end = find(b"\n")
+        if end < 0:
+            self._tail.append(data)  # a line longer than this block: joined once, at its end
+            return
         if self._tail:
-            split[0] = self._tail + split[0]  # copies one line, not the whole 4 MiB block
-        self._tail = split.pop()
-        if lines:
-            lines.extend(split)
+            self._tail.append(data[:end])
+            lines.append(b"".join(self._tail))  # copies one line, not the whole block
+            self._tail.clear()
         else:
-            lines[:] = split
+            lines.append(data[:end])
+        start = end + 1
+        end = find(b"\n", start)
+        while end >= 0:
+            lines.append(data[start:end])
+            start = end + 1
+            end = find(b"\n", start)
+        if start < len(data):
+            self._tail.append(data[start:])
 
     def finish(self) -> None:
         if not self._decompressor.eof:

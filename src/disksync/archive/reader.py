@@ -11,8 +11,10 @@ Rules kept here:
   decompressing, so the commands that only move lines leave them off); a mismatch is an
   ``ArchiveError`` naming the object. Files without one (Hyperliquid's) rely on the LZ4 checks.
 * ``hold_bytes`` makes small objects all-or-nothing (import): lines of an object that turns out
-  truncated or corrupt at its end are not yielded if the object fits in that bound; a larger
-  object streams, and relies on the frame's block checksums (ours have them).
+  truncated or corrupt at its end are not yielded if the object fits in that bound (its
+  uncompressed bytes, newlines included); a larger object streams, and relies on the frame's
+  block checksums (ours have them): from its first line when its manifest says it is larger,
+  else once the bound is passed.
 * ``from_seq``/``to_seq`` skip whole files where the listing proves they lie outside the range
   (manifest bounds, or the next file of the same run), so a narrow range reads few objects.
 """
@@ -109,7 +111,10 @@ def read_archive(
             break
         stats.files += 1
         lines = read_file(store, file, manifest, stats, digests=digests)
-        if hold_bytes:
+        # an object its manifest says is larger streams from its first line: holding its
+        # start would promise nothing (it streams past the bound anyway), and it kept the
+        # consumer waiting for 64 MiB of reading (import's journal idle: 0.1x of a 400 MB run)
+        if hold_bytes and (manifest is None or manifest.lines_bytes <= hold_bytes):
             lines = _held(lines, hold_bytes)
         for seq, line in lines:
             if seq <= last_yielded:
@@ -131,7 +136,7 @@ def _held(lines: Iterator[tuple[int, bytes]], limit: int) -> Iterator[tuple[int,
     for item in lines:
         if size <= limit:
             held.append(item)
-            size += len(item[1])
+            size += len(item[1]) + 1  # the object's bytes (its newlines too: a bound on memory)
             continue
         yield from held
         held.clear()

@@ -41,6 +41,32 @@ _HEIGHT = b'"height":'
 _INT = re.compile(rb"0|[1-9][0-9]{0,18}")
 _LAST_HEIGHT = b',"height":'
 _MAX = (1 << 64) - 1  # msgspec's int range ends at uint64
+# A key's rarest byte in the node's lines (measured on simulator and mainnet lines: ``_``
+# ~0.8 per KB before ``parent_round`` and none after, ``h`` ~1 per KB), and how many false hits
+# of it ``_find`` checks before it leaves the rest to ``bytes.find``.
+_PARENT_RARE = 7  # the "_" of "parent_round"
+_HEIGHT_RARE = 1  # the "h" of "height"
+_CANDIDATES = 64
+
+
+def _find(line: bytes, key: bytes, rare: int, start: int) -> int:
+    """``line.find(key, start)``, found by ``memchr`` on ``key[rare]``: ``bytes.find`` of a
+    multi-byte key runs the two-way search, ~2 GB/s, where ``memchr`` runs at ~20 GB/s; the
+    scan's three passes over ~190 KB lines were 0.25x of import's reading thread. Each hit of
+    the rare byte is checked in place (so the first key at or after ``start`` is the first
+    hit that matches); past ``_CANDIDATES`` false hits (a line full of that byte) the rest is
+    ``bytes.find``'s, so the worst case is bounded."""
+    byte = key[rare : rare + 1]
+    find = line.find
+    at = start + rare
+    for _ in range(_CANDIDATES):
+        hit = find(byte, at)
+        if hit < 0:
+            return -1
+        if line.startswith(key, hit - rare):
+            return hit - rare
+        at = hit + 1
+    return find(key, at - rare)
 
 
 def _int_at(line: bytes, at: int, ends: bytes) -> tuple[int, int] | None:
@@ -73,8 +99,8 @@ def scan_link(line: bytes, seq: int | None = None) -> BlockHeader | None:
     time_end = line.find(b'"', time_at)
     if time_end < 0 or line[time_end + 1 : time_end + 2] not in (b",", b"}"):
         return None
-    parent_at = line.find(_PARENT, time_end)
-    if parent_at < 0 or line.find(_PARENT, parent_at + 1) >= 0:
+    parent_at = _find(line, _PARENT, _PARENT_RARE, time_end)
+    if parent_at < 0 or _find(line, _PARENT, _PARENT_RARE, parent_at + 1) >= 0:
         return None
     parent = _int_at(line, parent_at + len(_PARENT), b",}")
     if parent is None:
@@ -86,7 +112,7 @@ def scan_link(line: bytes, seq: int | None = None) -> BlockHeader | None:
     round_ = _int_at(line, round_at + len(_ROUND), b",")
     if round_ is None or round_[1] + 1 != parent_at:
         return None
-    if height is None and line.find(_HEIGHT, parent[1]) >= 0:
+    if height is None and _find(line, _HEIGHT, _HEIGHT_RARE, parent[1]) >= 0:
         last = line.rfind(_LAST_HEIGHT, parent[1])
         found = _INT.fullmatch(line, last + len(_LAST_HEIGHT), len(line) - 1)
         if last < 0 or found is None or int(found.group()) > _MAX:
