@@ -1,6 +1,7 @@
 """Two regions for the mirror tests (no tests here): two nats-server processes started from the
-very config files docs/DEPLOY.md tells an operator to use (docs/deploy/nats-region{1,2}.conf),
-each its own JetStream domain, region 2 a leafnode of region 1."""
+very config files docs/DEPLOY.md tells an operator to use (docs/deploy/nats-region{1,2}.conf
+with accounts and passwords, nats-region{1,2}-jwt.conf in operator mode with ``.creds``), each
+its own JetStream domain, region 2 a leafnode of region 1."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 
 from conftest import REPO, free_port
+from nats_jwt import Account, Operator, creds
 from nats_server import NatsServer
 
 DEPLOY = REPO / "docs" / "deploy"
@@ -43,6 +45,38 @@ def region_server(
         port = via_port or hub.leaf_port
         server.env["LEAF_REMOTE_URL"] = f"nats-leaf://leaf:{LEAF_PASSWORD}@127.0.0.1:{port}"
     return server
+
+
+def jwt_region_server(
+    root: Path,
+    region: int,
+    operator: Operator,
+    account: Account,
+    *,
+    hub: NatsServer | None = None,
+    via_port: int | None = None,
+) -> NatsServer:
+    """Region ``region``'s server in operator mode (nats-region{N}-jwt.conf): ``operator``'s
+    resolver.conf written beside the config (as ``nsc generate config --mem-resolver`` makes
+    it); with ``hub``, a leafnode of it that logs in with a ``leaf`` user's .creds file of
+    ``account`` and is bound to the local ``account``."""
+    server = region_server(root, region, hub=hub, via_port=via_port)
+    server.template = DEPLOY / f"nats-region{region}-jwt.conf"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "resolver.conf").write_text(operator.server_config())
+    for name in ("DISKSYNC_PASSWORD", "SYS_PASSWORD", "LEAF_PASSWORD"):
+        del server.env[name]  # operator mode: no passwords in the config
+    if hub is not None:
+        port = via_port or hub.leaf_port
+        server.env["LEAF_REMOTE_URL"] = f"nats-leaf://127.0.0.1:{port}"
+        server.env["LEAF_CREDS"] = str(creds(account, root / "leaf.creds", name="leaf"))
+        server.env["DISKSYNC_ACCOUNT"] = account.key.public
+    return server
+
+
+def creds_url(server: NatsServer, creds_file: Path, **options: str) -> str:
+    query = "".join(f"&{k}={v}" for k, v in options.items())
+    return f"nats://127.0.0.1:{server.port}?creds={creds_file}{query}"
 
 
 def url_of(server: NatsServer, **options: str) -> str:

@@ -5,9 +5,11 @@ example environment file names."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from conftest import REPO
-from regions_support import DEPLOY, region_server
+from nats_jwt import Operator
+from regions_support import DEPLOY, jwt_region_server, region_server
 
 
 def test_every_linked_deploy_file_exists() -> None:
@@ -18,12 +20,16 @@ def test_every_linked_deploy_file_exists() -> None:
         assert (REPO / "docs" / link).is_file(), link
 
 
-def test_the_configs_variables_are_set_by_the_tests_and_the_example() -> None:
+def test_the_configs_variables_are_set_by_the_tests_and_the_example(tmp_path: Path) -> None:
     example = (DEPLOY / "nats.env.example").read_text()
     named = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.M))
     hub = region_server(REPO / "unused1", 1)
     leaf = region_server(REPO / "unused2", 2, hub=hub)
-    for server in (hub, leaf):
+    operator = Operator()
+    account = operator.account("DISKSYNC")
+    jwt_hub = jwt_region_server(tmp_path / "r1", 1, operator, account)
+    jwt_leaf = jwt_region_server(tmp_path / "r2", 2, operator, account, hub=jwt_hub)
+    for server in (hub, leaf, jwt_hub, jwt_leaf):
         assert server.template is not None
         config = re.sub(r"#.*", "", server.template.read_text())  # comments name $NAME too
         wanted = set(re.findall(r"\$([A-Z_]+)", config))

@@ -7,8 +7,11 @@ Rules kept here:
 * A batch is bounded in messages and in bytes (``max_bytes`` goes to the server too), so a
   reader holds at most one batch of payloads at a time, however far behind it is.
 * A manifest's chunks come from the chunk stream by sequence, in one more batch request per
-  line, and are checked against the manifest's size before the line is returned; chunks not
-  there yet are waited for up to ``_CHUNKS_LATE_S`` (a mirror's chunk stream may lag).
+  line, and are checked against the manifest's size before the line is returned.
+* A manifest whose chunks are not there (yet) is waited for up to ``_CHUNKS_WAIT_S``: in region
+  2 the journal stream and its chunk stream are two mirrors, each on its own schedule, so the
+  manifest can arrive before its chunks (the first chunked line after ``disksync mirror``
+  did, and failed the edge's follower). In region 1 the chunks are stored first: no wait.
 * A server restart is a pause, not an error: a request (or its answers) lost with the
   connection is sent again from the first message not yet received once nats-py has
   reconnected (it does so forever on its own); only a connected server that stays silent for
@@ -32,7 +35,8 @@ from disksync.journal import jetstream_wire as wire
 
 _REQUEST_TIMEOUT_S = 10.0
 _SLICE_S = 0.25  # how often a waiting request looks at the connection
-_CHUNKS_LATE_S = 5.0  # how long a manifest's missing chunks are waited for
+_CHUNKS_WAIT_S = 10.0  # how long a manifest waits for a mirrored chunk stream to catch up
+_CHUNKS_RETRY_S = 0.02
 
 
 class DirectReader:
@@ -195,7 +199,7 @@ async def assemble(
     parts: list[bytes] = []
     next_seq = manifest.first_chunk
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + _CHUNKS_LATE_S
+    deadline: float | None = None
     while len(parts) < manifest.count:
         got = await reader.batch(
             subjects.chunk_stream,
@@ -205,12 +209,12 @@ async def assemble(
             expect_stream=True,
         )
         if not got:
-            # A mirror's chunk stream is a mirror of its own and may lag the manifest it was
-            # pushed before (region 2); the origin stores chunks first, so this never waits.
+            deadline = loop.time() + _CHUNKS_WAIT_S if deadline is None else deadline
             if loop.time() > deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(_CHUNKS_RETRY_S)
             continue
+        deadline = None
         parts.extend(m.data for m in got)
         next_seq = sequence_of(got[-1]) + 1
     payload = b"".join(parts)

@@ -212,6 +212,7 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         if not connected or nc.is_closed or nc.is_draining:
             return  # our own close(), not an outage
         log.warning("NATS %s: disconnected; reconnecting", described)
+        fail_requests_in_flight(nc)
 
     async def reconnected() -> None:
         log.info("NATS %s: reconnected", described)
@@ -262,6 +263,25 @@ async def connect(target: NatsTarget, *, connect_timeout_s: float = 5.0) -> Clie
         raise
     connected = True
     return nc
+
+
+def fail_requests_in_flight(nc: Client) -> int:
+    """Fail every request nats-py has in flight with its own timeout error, at once.
+
+    nats-py keeps a request whose connection dropped waiting for its whole timeout (10 s for
+    JetStream API calls), though the server that had it is gone and nothing will answer: a
+    ``STREAM.INFO`` lost with a restarted server stalled an edge's reads for 10 s. Callers
+    already handle the timeout error as "ask again once reconnected" (what a lost request
+    needs); a late answer to a failed request is dropped by nats-py. Requests made after this
+    (while reconnecting) are buffered and sent on the new connection, so they are left alone.
+    Returns how many were failed."""
+    pending: dict[str, asyncio.Future[object]] = getattr(nc, "_resp_map", {})
+    failed = 0
+    for future in list(pending.values()):
+        if not future.done():
+            future.set_exception(nats.errors.TimeoutError())
+            failed += 1
+    return failed
 
 
 _ABANDON_WAIT_S = 1.0
