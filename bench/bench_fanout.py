@@ -166,8 +166,16 @@ class BenchClient(asyncio.Protocol):
             return
         ts = int(tail[at + len(TS_KEY) : -1])
         self.stats["messages"] += 1
-        if time.monotonic() >= self.warmup_until:
+        now = time.monotonic()
+        first = self.stats.setdefault("first_at", now)
+        if "warmup_from_first" in self.stats:
+            # From the first line any client of this process got: the same span of lines is
+            # excluded whichever process feeds the edge and however long it took to start.
+            self.warmup_until = first + self.stats["warmup_from_first"]
+        if now >= self.warmup_until:
             self.stats["latencies_us"].append(now_us - ts)
+        elif len(self.stats["early"]) < 100_000:  # bounded: the warm-up's lines, for a look
+            self.stats["early"].append((round((now - first) * 1000), now_us - ts))
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the constant is not exported
@@ -227,7 +235,9 @@ async def run_clients(args: argparse.Namespace) -> None:
         from fanout_default import connect_tls_with_kernel_timestamps
 
         tls_ctx = ssl.create_default_context(cafile=args.ca)
-    stats: dict[str, Any] = {"bytes": 0, "messages": 0, "latencies_us": []}
+    stats: dict[str, Any] = {"bytes": 0, "messages": 0, "latencies_us": [], "early": []}
+    if args.warmup_from_first:
+        stats["warmup_from_first"] = args.warmup
     zstd = "encoding=zstd" in args.query
     clients = []
     for _ in range(args.n):
@@ -250,6 +260,17 @@ async def run_clients(args: argparse.Namespace) -> None:
             stats["messages"] < args.until_messages and time.monotonic() - started < args.duration
         ):
             await asyncio.sleep(0.005)
+    elif args.warmup_from_first:
+        # Warm-up and duration both from the first line received (not from the connection):
+        # the appender's own start-up then shifts nothing (bench_nats: equal for both journals).
+        while "first_at" not in stats and time.monotonic() - started < 60:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(
+            max(0.0, stats.get("first_at", started) + args.warmup - time.monotonic())
+        )
+        stats["bytes"] = 0
+        started = time.monotonic()
+        await asyncio.sleep(args.duration)
     else:
         await asyncio.sleep(args.warmup)
         stats["bytes"] = 0
@@ -267,6 +288,7 @@ async def run_clients(args: argparse.Namespace) -> None:
                 "p99_ms": lat[int(len(lat) * 0.99)] / 1000 if lat else None,
                 "samples": len(lat),
                 "latencies_us": lat,
+                "early": stats["early"],
             }
         ),
         flush=True,
@@ -380,12 +402,55 @@ async def run_our_server(args: argparse.Namespace) -> None:
     server = FeedServer(config, journal=journal, keys=keys, registry=CollectorRegistry())
     task = asyncio.create_task(server.run())
     await server.bound.wait()
+    trace_path = os.environ.get("BENCH_EDGE_TRACE")
+    if trace_path:
+        trace_edge(server.fanout, trace_path)
     print("ready", flush=True)
     if args.saturate:
         await saturate(server.fanout)
     elif args.in_process:
         await publish_paced(server.fanout, args.rate)
     await task
+
+
+def trace_edge(fanout: Any, path: str) -> None:
+    """A diagnostic (``BENCH_EDGE_TRACE=file``): a line per command as the edge publishes it
+    (``P seq now_us ingest_us page_faults publish_us``), per garbage collection (``G gen
+    start_us dur_us``) and per JetStream control message (``F now_us description``)."""
+    import gc
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    publish = fanout.publish
+    gc_started = [0]
+
+    import resource
+
+    def traced(entry: Any) -> None:
+        now_us = time.time_ns() // 1000
+        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        publish(entry)
+        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
+        took = time.time_ns() // 1000 - now_us
+        out.write(f"P {entry.seq} {now_us} {entry.ingest_ts_us} {faults} {took}\n")
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter_ns()
+        else:
+            took = (time.perf_counter_ns() - gc_started[0]) // 1000
+            out.write(f"G {info['generation']} {time.time_ns() // 1000 - took} {took}\n")
+
+    fanout.publish = traced
+    gc.callbacks.append(on_gc)
+    from disksync.journal import jetstream_push
+
+    control = jetstream_push.LiveFeed._control
+
+    async def traced_control(feed: Any, msg: Any, headers: dict[str, str]) -> None:
+        out.write(f"F {time.time_ns() // 1000} {headers.get('Description', '')!r}\n")
+        await control(feed, msg, headers)
+
+    jetstream_push.LiveFeed._control = traced_control  # type: ignore[method-assign]
 
 
 async def publish_paced(fanout: Any, rate: float) -> None:
@@ -508,15 +573,28 @@ def measure(
     beside_appender: bool = False,
     journal: str | None = None,
     warmup: float = 1.0,
+    warmup_from_first: bool = False,
+    appender_lead: float = 0.0,
 ) -> dict[str, Any]:
     """One run: server, N clients in their own process(es), publisher; returns the figures.
     ``beside_appender``: an appender also runs, into a journal of its own that nobody reads.
-    ``journal``: our server and the appender use this journal URL (default: SQLite)."""
+    ``journal``: our server and the appender use this journal URL (default: SQLite).
+    ``warmup_from_first``: the clients' warm-up and duration start at the first line they get.
+    ``appender_lead``: the appender starts this long before the edge (a warm writer, as an
+    ingest that has run for a while, and a fresh edge), not after the clients connect."""
     port = free_port()
     state, key = make_state()
     journal_args = ("--journal", journal) if journal else ()
+    appender = None
+    appender_s = appender_lead + duration + warmup + (10 if warmup_from_first else 1)
     if kind == "ours":
         run_appender_sync(state, count=1, journal=journal)  # a head to start from
+        if appender_lead > 0:
+            appender = spawn(
+                "--role", "appender", "--dir", str(state), "--rate", str(rate), "--duration",
+                str(appender_s), *journal_args,
+            )  # fmt: skip
+            time.sleep(appender_lead)
         lag_args = ["--saturate"] if lag else []
         server = spawn(
             "--role", "ours-server", "--dir", str(state), "--port", str(port), *lag_args,
@@ -543,15 +621,17 @@ def measure(
             str(duration),
             "--warmup",
             str(warmup),
+            *(("--warmup-from-first",) if warmup_from_first else ()),
         )
         for k in per
     ]
     for c in clients:
         wait_line(c, "connected")
-    appender = None
     if beside_appender:
         run_appender_sync(state, count=1)  # ``state`` is the reference's: unused otherwise
-    if beside_appender or (kind == "ours" and not lag and "--in-process" not in server_flags):
+    if appender is None and (
+        beside_appender or (kind == "ours" and not lag and "--in-process" not in server_flags)
+    ):
         appender = spawn(
             "--role",
             "appender",
@@ -560,7 +640,7 @@ def measure(
             "--rate",
             str(rate),
             "--duration",
-            str(duration + warmup + 1),
+            str(appender_s),
             *journal_args,
         )
     proc = psutil.Process(server.pid)
@@ -587,6 +667,7 @@ def measure(
         "p50_ms": percentile(latencies, 0.50),
         "p99_ms": percentile(latencies, 0.99),
         "latencies_us": latencies,
+        "early": sorted(x for r in results for x in r.get("early", [])),
         "cpu_pct": cpu,
         "steal_pct": 100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1]),
         "mb_s": total_bytes / elapsed / 1e6,
@@ -868,6 +949,16 @@ def main() -> None:
     parser.add_argument("--query", default="")
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=1)
+    parser.add_argument(
+        "--warmup-from-first",
+        action="store_true",
+        help="clients: warm-up and duration count from the first line received",
+    )
+    parser.add_argument(
+        "--cold-heap",
+        action="store_true",
+        help="servers: skip serve's warm_heap (the A/B of a fresh edge's first seconds)",
+    )
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--until-messages", type=int, default=0)
     parser.add_argument("--saturate", action="store_true")
@@ -879,9 +970,10 @@ def main() -> None:
         # Every process as `disksync serve` runs (cli/allocator.py): the servers, the appender
         # (an ingest), and the clients, whose 1 MiB reads otherwise page-fault their memory
         # back in on every read. The reference takes no page faults either way.
-        from disksync.cli.allocator import keep_frame_memory
+        from disksync.cli.allocator import AllocatorTuning, keep_frame_memory, warm_heap
 
-        keep_frame_memory(os.environ)
+        if keep_frame_memory(os.environ) is AllocatorTuning.TUNED and not args.cold_heap:
+            warm_heap()  # as serve does
     if args.role == "report":
         CHILD_FLAGS.extend(
             flag

@@ -21,10 +21,14 @@ storage in a temporary directory, on 127.0.0.1):
    (and from its return) to the yield, p50/p99, JetStream vs SQLite in interleaved rounds
    (``--live-only`` runs just this phase).
 
-``--edge-only`` runs phase 4 alone (about 3 min with the default 3 rounds). ``--pin-nats`` puts
-nats-server on the CPUs of the load (appender, clients) instead of wherever the kernel puts it,
-which includes the edge's CPU. ``--warmup S`` (phase 4): seconds of each run before the
-measured ones (1 by default; a fresh edge's first seconds on JetStream hold its slowest lines).
+``--edge-only`` runs phase 4 alone (about 5 min with the default 3 rounds). Each row's runs are
+long enough that it pools ``--samples`` latencies per journal (1000 by default: 24 s runs at 1
+client, 5 s at 10 and 100); the first ``--warmup S`` seconds of lines (1 by default), counted
+from the first line each run's clients receive, are left out of both journals alike, and their
+p99 is shown apart. ``--pin-nats`` puts nats-server on the CPUs of the load (appender,
+clients) instead of wherever the kernel puts it, which includes the edge's CPU.
+``--cold-heap`` runs the edges without serve's ``warm_heap`` (cli/allocator.py); ``--heap-ab``
+runs only 4c: a fresh edge's first 4 s of lines at 1 client, with and without it, alternating.
 
 Run: ``python bench/bench_nats.py`` (about 5 min; ``--rounds N`` fan-out runs per row);
 ``--quick`` (about 1.5 min) to check that it works. The machine is shared (2 cores, other work
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import os
 import shutil
@@ -395,33 +400,65 @@ async def phases_in_process(server: Server, root: Path, quick: bool) -> None:
     print()
 
 
-def phases_edge(server: Server, quick: bool, rounds: int, warmup: float = 1.0) -> None:
-    duration = 3.0 if quick else 5.0
+def row_duration(clients: int, rounds: int, samples: int, rate: float = 14.0) -> float:
+    """Seconds per run so that a row pools at least ``samples`` latencies per journal (each
+    client stamps every line), never under 5 s."""
+    return max(5.0, math.ceil(samples / (rate * clients * rounds)))
+
+
+def early_p99(runs: list[dict[str, Any]]) -> float:
+    """p99 (ms) of the lines inside the runs' warm-up windows (excluded from the row)."""
+    return bench_fanout.percentile(sorted(lat for r in runs for _, lat in r["early"]), 0.99)
+
+
+def phases_edge(
+    server: Server,
+    quick: bool,
+    rounds: int,
+    warmup: float = 1.0,
+    samples: int = 1000,
+    cold_heap: bool = False,
+) -> None:
     rounds = 1 if quick else rounds
+    samples = 200 if quick else samples
+    flags = ("--cold-heap",) if cold_heap else ()
     print(
-        f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} x {duration}s"
-        f" after {warmup:g}s of warm-up"
+        f"## 4. edge fan-out, mainnet profile (14 msg/s, ~190 KB), {rounds} rounds, each run"
+        f" measured after the first {warmup:g}s of lines (≥ {samples} samples a row"
+        f"{'; edges without warm_heap' if cold_heap else ''})"
     )
     print(
-        "| clients | p99 ms JetStream (runs) | p99 ms SQLite (runs) | p99 ratio pooled "
-        "| p50 ms JetStream / SQLite |"
+        "| clients | s per run | samples JS / SQLite | p99 ms JetStream (runs) "
+        "| p99 ms SQLite (runs) | p99 ratio pooled | p50 ms JetStream / SQLite "
+        "| warm-up p99 ms JetStream / SQLite |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for n in (1, 10, 100):
+        duration = row_duration(n, rounds, samples)
         runs: dict[str, list[dict[str, Any]]] = {"js": [], "sqlite": []}
         for _ in range(rounds):
             for kind in ("js", "sqlite"):
                 journal = f"{server.url}?stream={fresh('X')}" if kind == "js" else None
                 runs[kind].append(
                     bench_fanout.measure(
-                        "ours", n, rate=14.0, duration=duration, journal=journal, warmup=warmup
+                        "ours",
+                        n,
+                        rate=14.0,
+                        duration=duration,
+                        journal=journal,
+                        warmup=warmup,
+                        warmup_from_first=True,
+                        server_flags=flags,
                     )
                 )
         js, sq = bench_fanout.pooled(runs["js"]), bench_fanout.pooled(runs["sqlite"])
         print(
-            f"| {n} | {js['p99_ms']:.1f} ({js['runs']}) | {sq['p99_ms']:.1f} ({sq['runs']}) "
+            f"| {n} | {duration:g} | {js['samples']} / {sq['samples']} "
+            f"| {js['p99_ms']:.2f} ({js['runs']}) | {sq['p99_ms']:.2f} ({sq['runs']}) "
             f"| {js['p99_ms'] / max(sq['p99_ms'], 1e-9):.2f} "
-            f"| {js['p50_ms']:.2f} / {sq['p50_ms']:.2f} |"
+            f"| {js['p50_ms']:.2f} / {sq['p50_ms']:.2f} "
+            f"| {early_p99(runs['js']):.2f} / {early_p99(runs['sqlite']):.2f} |",
+            flush=True,
         )
     count = 150 if quick else 400
     print(f"\n## 4b. from_seq catch-up through the edge, one client, {count} lines")
@@ -430,6 +467,38 @@ def phases_edge(server: Server, quick: bool, rounds: int, warmup: float = 1.0) -
     for label, journal in (("JetStream", f"{server.url}?stream={fresh('C')}"), ("SQLite", None)):
         c = bench_fanout.catch_up(count, journal=journal)
         print(f"| {label} | {c['mb_s']:.0f} | {c['server_cpu_s']:.2f} |")
+
+
+def phase_heap_ab(server: Server, rounds: int, window: float = 4.0) -> None:
+    """A fresh edge's first ``window`` seconds of lines, 1 client, with and without serve's
+    ``warm_heap`` (cli/allocator.py), both journals, alternating inside each round."""
+    print(f"## 4c. a fresh edge's first {window:g}s of lines, 1 client, {rounds} rounds")
+    print("| journal | heap | lines | p50 ms | p99 ms | max ms | lines > 1.5 ms |")
+    print("|---|---|---|---|---|---|---|")
+    early: dict[tuple[str, str], list[int]] = {}
+    for _ in range(rounds):
+        for kind in ("js", "sqlite"):
+            for heap in ("warm_heap", "cold"):
+                journal = f"{server.url}?stream={fresh('H')}" if kind == "js" else None
+                m = bench_fanout.measure(
+                    "ours",
+                    1,
+                    rate=14.0,
+                    duration=0.5,
+                    journal=journal,
+                    warmup=window,
+                    warmup_from_first=True,
+                    server_flags=("--cold-heap",) if heap == "cold" else (),
+                )
+                early.setdefault((kind, heap), []).extend(lat for _, lat in m["early"])
+    for (kind, heap), lats in early.items():
+        lats.sort()
+        print(
+            f"| {'JetStream' if kind == 'js' else 'SQLite'} | {heap} | {len(lats)} "
+            f"| {bench_fanout.percentile(lats, 0.5):.2f} "
+            f"| {bench_fanout.percentile(lats, 0.99):.2f} "
+            f"| {lats[-1] / 1000 if lats else 0:.2f} | {sum(1 for x in lats if x > 1500)} |"
+        )
 
 
 def main() -> None:
@@ -447,6 +516,20 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="phase 4: seconds of each run not measured"
     )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1000,
+        help="phase 4: latencies pooled per row and journal at least (sets the run length)",
+    )
+    parser.add_argument(
+        "--cold-heap", action="store_true", help="phase 4: edges without serve's warm_heap"
+    )
+    parser.add_argument(
+        "--heap-ab",
+        action="store_true",
+        help="phase 4c only: a fresh edge's first seconds with and without warm_heap",
+    )
     parser.add_argument("--live-rounds", type=int, default=2, help="interleaved phase-5 rounds")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-nats-"))
@@ -462,13 +545,16 @@ def main() -> None:
         if args.live_only:
             asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
             return
+        if args.heap_ab:
+            phase_heap_ab(server, args.rounds)
+            return
         if args.edge_only:
-            phases_edge(server, args.quick, args.rounds, args.warmup)
+            phases_edge(server, args.quick, args.rounds, args.warmup, args.samples, args.cold_heap)
             return
         asyncio.run(phases_in_process(server, root, args.quick))
         asyncio.run(phase_live(server, root, args.quick, args.live_rounds))
         if not args.skip_edge:
-            phases_edge(server, args.quick, args.rounds, args.warmup)
+            phases_edge(server, args.quick, args.rounds, args.warmup, args.samples, args.cold_heap)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

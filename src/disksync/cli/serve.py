@@ -34,7 +34,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from disksync.cli.allocator import AllocatorTuning, hand_back_memory, keep_frame_memory
+from disksync.cli.allocator import (
+    AllocatorTuning,
+    hand_back_memory,
+    keep_frame_memory,
+    warm_heap,
+)
 from disksync.cli.common import (
     SOURCE_SETTING_FLAGS,
     add_source_flags,
@@ -169,6 +174,8 @@ async def run_serve(
     outcome = AllocatorTuning.NOT_GLIBC
     if settings.tune_allocator:  # once the settings are known good: process-wide
         outcome = keep_frame_memory(os.environ)
+        if outcome is AllocatorTuning.TUNED:
+            warm_heap()  # a fresh edge's first frames would fault otherwise
         log.info("allocator thresholds", extra={"allocator": outcome.value})
     journal = open_journal(
         settings.journal_url(),
