@@ -8,6 +8,7 @@ One nats-server per module (``nats_server``), a fresh stream per test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -324,6 +325,43 @@ def consumers(js: JetStreamContext, stream: str) -> Callable[[int], Awaitable[bo
     return count_is
 
 
+class LiveFollower:
+    """A writer, a reader following from seq 1, and a JetStream context on one stream; the
+    pending ``anext`` calls a test makes (``next``) are settled before the follower closes."""
+
+    def __init__(self, nats_server: NatsServer, **reader_options: float) -> None:
+        self.stream = fresh_name("P")
+        self.writer = opener(nats_server, self.stream)
+        self.reader = opener(nats_server, self.stream, **reader_options)
+        self.following = self.reader.follow(1)
+        self._pending: list[asyncio.Future[Entry]] = []
+
+    def next(self) -> asyncio.Future[Entry]:
+        step = asyncio.ensure_future(anext(self.following))
+        self._pending.append(step)
+        return step
+
+    async def close(self) -> None:
+        for step in self._pending:
+            await settle(step)
+        await self.following.aclose()
+        await self.writer.close()
+        await self.reader.close()
+
+
+@contextlib.asynccontextmanager
+async def live_follower(
+    nats_server: NatsServer, **reader_options: float
+) -> AsyncIterator[tuple[LiveFollower, JetStreamContext]]:
+    live = LiveFollower(nats_server, **reader_options)
+    nc = await nats.connect(nats_server.url)
+    try:
+        yield live, nc.jetstream()
+    finally:
+        await live.close()
+        await nc.close()
+
+
 def resets(journal: JetStreamJournal) -> dict[str, float]:
     samples = journal.metrics.live_resets.collect()[0].samples
     return {s.labels["reason"]: s.value for s in samples if s.name.endswith("_total")}
@@ -377,50 +415,33 @@ async def test_a_caught_up_follower_gets_each_line_pushed(nats_server: NatsServe
 async def test_an_idle_live_follower_keeps_its_consumer(nats_server: NatsServer) -> None:
     """Heartbeats (and flow control) are not deliveries: a follower idle for many heartbeats
     stays on the same consumer and takes the next line from it."""
-    stream = fresh_name("P")
-    writer = opener(nats_server, stream)
-    reader = opener(nats_server, stream)
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    following = reader.follow(1)
-    step: asyncio.Future[Entry] | None = None
-    try:
+    async with live_follower(nats_server) as (live, js):
+        stream, writer, reader = live.stream, live.writer, live.reader
+        following = live.following
         await writer.append(make_entries(1, 1))
         got = [await anext(following)]
-        step = asyncio.ensure_future(anext(following))
+        step = live.next()
         await until(lambda: consumers(js, stream)(1))
         (before,) = await js.consumers_info(stream)
         await asyncio.sleep(1.5)  # heartbeat_s 0.2: seven heartbeats, no line
         await writer.append(make_entries(2, 2))
         async with asyncio.timeout(scaled(10)):
             got.append(await step)
-        step = None
         (after,) = await js.consumers_info(stream)
         assert stored(got) == stored(make_entries(1, 2))
         assert after.name == before.name and resets(reader) == {}
-    finally:
-        await settle(step)
-        await following.aclose()
-        await nc.close()
-        await writer.close()
-        await reader.close()
 
 
 async def test_a_refused_or_duplicate_publish_is_never_pushed(nats_server: NatsServer) -> None:
     """Only what JetStream stored reaches a live follower: a fenced publish (a stale writer)
     and a duplicate of a stored height with other bytes (its id is known) are not."""
-    stream = fresh_name("P")
-    writer = opener(nats_server, stream)
-    reader = opener(nats_server, stream)
-    subjects = wire.Subjects(stream)
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    following = reader.follow(1)
-    step: asyncio.Future[Entry] | None = None
-    try:
+    async with live_follower(nats_server) as (live, js):
+        stream, writer = live.stream, live.writer
+        following = live.following
+        subjects = wire.Subjects(stream)
         await writer.append(make_entries(1, 2))
         got = [await anext(following) for _ in range(2)]
-        step = asyncio.ensure_future(anext(following))
+        step = live.next()
         await until(lambda: consumers(js, stream)(1))
         forged = Entry(3, b"a stale writer's line", 1, 1)
         headers = {**wire.entry_headers(forged), wire.EXPECTED_LAST_SEQ: "1"}
@@ -435,14 +456,7 @@ async def test_a_refused_or_duplicate_publish_is_never_pushed(nats_server: NatsS
         async with asyncio.timeout(scaled(10)):
             got.append(await step)
             got.append(await anext(following))
-        step = None
         assert stored(got) == stored(make_entries(1, 4))
-    finally:
-        await settle(step)
-        await following.aclose()
-        await nc.close()
-        await writer.close()
-        await reader.close()
 
 
 async def test_lines_of_every_shape_come_through_the_live_feed(nats_server: NatsServer) -> None:
@@ -491,18 +505,13 @@ async def test_a_manifest_pushed_before_its_chunks_waits_for_them(
 ) -> None:
     """A region-2 mirror's chunk stream mirrors on its own and may lag the manifest it was
     pushed before: the live follower waits for the chunks, then yields the exact bytes."""
-    stream = fresh_name("P")
-    writer = opener(nats_server, stream)
-    reader = opener(nats_server, stream)
-    subjects = wire.Subjects(stream)
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    following = reader.follow(1)
-    step: asyncio.Future[Entry] | None = None
-    try:
+    async with live_follower(nats_server) as (live, js):
+        stream, writer = live.stream, live.writer
+        following = live.following
+        subjects = wire.Subjects(stream)
         await writer.append(make_entries(1, 1))  # both streams exist, no chunk stored yet
         got = [await anext(following)]
-        step = asyncio.ensure_future(anext(following))
+        step = live.next()
         await until(lambda: consumers(js, stream)(1))
         line = make_entry(2, size=3000)
         parts = [line.payload[:1000], line.payload[1000:]]
@@ -514,30 +523,18 @@ async def test_a_manifest_pushed_before_its_chunks_waits_for_them(
             await js.publish(subjects.chunk(2, "late"), part)
         async with asyncio.timeout(scaled(10)):
             got.append(await step)
-        step = None
         assert stored(got) == stored([make_entry(1), line])
-    finally:
-        await settle(step)
-        await following.aclose()
-        await nc.close()
-        await writer.close()
-        await reader.close()
 
 
 async def test_a_deleted_consumer_falls_back_to_direct_get(nats_server: NatsServer) -> None:
     """A consumer the server dropped (deleted here by hand; a restart, inactivity) goes
     silent: after three heartbeats the follower reads by direct get, then pushes again."""
-    stream = fresh_name("P")
-    writer = opener(nats_server, stream)
-    reader = opener(nats_server, stream)
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    following = reader.follow(1)
-    step: asyncio.Future[Entry] | None = None
-    try:
+    async with live_follower(nats_server) as (live, js):
+        stream, writer, reader = live.stream, live.writer, live.reader
+        following = live.following
         await writer.append(make_entries(1, 1))
         got = [await anext(following)]
-        step = asyncio.ensure_future(anext(following))
+        step = live.next()
         await until(lambda: consumers(js, stream)(1))
         (first,) = await js.consumers_info(stream)
         await js.delete_consumer(stream, first.name)
@@ -545,53 +542,35 @@ async def test_a_deleted_consumer_falls_back_to_direct_get(nats_server: NatsServ
         async with asyncio.timeout(scaled(10)):
             got.append(await step)
             got.append(await anext(following))
-        step = asyncio.ensure_future(anext(following))
+        step = live.next()
         await until(lambda: consumers(js, stream)(1))  # a new one, once caught up again
         (second,) = await js.consumers_info(stream)
         assert second.name != first.name
         await writer.append(make_entries(4, 4))
         async with asyncio.timeout(scaled(10)):
             got.append(await step)
-        step = None
         assert stored(got) == stored(make_entries(1, 4))
         assert sum(resets(reader).values()) >= 1
-    finally:
-        await settle(step)
-        await following.aclose()
-        await nc.close()
-        await writer.close()
-        await reader.close()
 
 
 async def test_a_follower_slower_than_its_bounds_reads_the_rest(nats_server: NatsServer) -> None:
     """At most one batch waits in a live follower (4 messages here): past that the feed is
     dropped, and the follower reads on from its position by direct get, nothing lost."""
-    stream = fresh_name("P")
-    writer = opener(nats_server, stream)
-    reader = opener(nats_server, stream, batch_entries=4)
-    nc = await nats.connect(nats_server.url)
-    following = reader.follow(1)
-    step: asyncio.Future[Entry] | None = None
-    try:
+    async with live_follower(nats_server, batch_entries=4) as (live, js):
+        stream, writer, reader = live.stream, live.writer, live.reader
+        following = live.following
         await writer.append(make_entries(1, 1))
         got = [await anext(following)]
-        step = asyncio.ensure_future(anext(following))
-        await until(lambda: consumers(nc.jetstream(), stream)(1))
+        step = live.next()
+        await until(lambda: consumers(js, stream)(1))
         for seq in range(2, 31):
             await writer.append([make_entry(seq, size=1000)])
         async with asyncio.timeout(scaled(20)):
             got.append(await step)  # the first one pushed...
-            step = None
             await asyncio.sleep(0.3)  # ...then the follower dawdles: the rest pile up
             got.extend([await anext(following) for _ in range(28)])
         assert stored(got) == stored(make_entries(1, 1) + make_entries(2, 30, size=1000))
         assert resets(reader).get("dropped", 0) >= 1
-    finally:
-        await settle(step)
-        await following.aclose()
-        await nc.close()
-        await writer.close()
-        await reader.close()
 
 
 async def test_no_consumer_outlives_its_follower(nats_server: NatsServer) -> None:
